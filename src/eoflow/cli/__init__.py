@@ -1,0 +1,1 @@
+"""The ``eoflow`` command line."""

@@ -1,0 +1,80 @@
+"""Entry point of the ``eoflow`` command.
+
+Each command group lives in its own module exposing ``register(subparsers)``; the module adds its
+sub-parsers and sets ``func`` (a callable taking the parsed namespace and returning an exit code).
+Heavy imports happen inside those functions so ``eoflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from eoflow.errors import EoflowError
+
+#: Modules that contribute sub-commands, in help order.
+COMMAND_MODULES = (
+    "eoflow.cli.pipeline",
+    "eoflow.cli.inspect",
+    "eoflow.cli.gpkg",
+    "eoflow.cli.vae",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser from every command module that is present."""
+    from eoflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="eoflow",
+        description="Sentinel-2 time series to land-cover maps and pixel models, on Dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"eoflow {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks for every error"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # command group not built (yet)
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code (0 ok, 2 user error, 1 internal error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EoflowError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"eoflow: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("eoflow: interrupted; rerun with --resume to finish what is missing", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last-resort handler for bugs
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"eoflow: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "-- rerun with --debug and report it",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Areas of interest and their UTM tile grids."""
