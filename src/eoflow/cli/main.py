@@ -19,7 +19,9 @@ from eoflow.errors import EoflowError
 COMMAND_MODULES = (
     "eoflow.cli.pipeline",
     "eoflow.cli.inspect",
+    "eoflow.cli.plan",
     "eoflow.cli.gpkg",
+    "eoflow.cli.export",
     "eoflow.cli.vae",
 )
 
