@@ -1,0 +1,122 @@
+"""One Zarr store per stage output, one group per tile, and a per-tile ledger.
+
+A tile counts as written only when its ledger entry exists: the ledger is written after the tile's
+data, holds a checksum of the chunk files and the config hash, and is renamed into place
+atomically. Zarr reads missing chunks as fill values, so the store alone never defines "done".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import xarray as xr
+
+from eoflow.errors import DataError
+
+__all__ = [
+    "is_done",
+    "open_tile",
+    "read_ledger",
+    "tile_checksum",
+    "write_ledger",
+    "write_tile",
+]
+
+
+def _ledger_path(store: Path, tile_id: str) -> Path:
+    return Path(store).parent / "ledger" / Path(store).stem / f"{tile_id}.json"
+
+
+def tile_checksum(store: Path, tile_id: str) -> str:
+    """SHA-256 over the names and bytes of every file of the tile's group."""
+    h = hashlib.sha256()
+    root = Path(store) / tile_id
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def write_ledger(store: Path, tile_id: str, *, config_hash: str, extra: dict | None = None) -> dict:
+    """Record that ``tile_id`` of ``store`` is complete (atomic rename)."""
+    entry = {
+        "tile_id": tile_id,
+        "store": Path(store).name,
+        "config_hash": config_hash,
+        "checksum": tile_checksum(store, tile_id),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    path = _ledger_path(store, tile_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(entry, indent=2))
+    os.replace(tmp, path)
+    return entry
+
+
+def read_ledger(store: Path, tile_id: str) -> dict | None:
+    """The ledger entry of a tile, or None."""
+    path = _ledger_path(store, tile_id)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_done(store: Path, tile_id: str, config_hash: str) -> bool:
+    """True when the tile has a ledger entry for this config."""
+    entry = read_ledger(store, tile_id)
+    return entry is not None and entry.get("config_hash") == config_hash
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    enc = {}
+    for name, var in ds.data_vars.items():
+        e = {}
+        if var.chunks:
+            e["chunks"] = tuple(c[0] for c in var.chunks)
+        if var.dtype.kind == "f":
+            e["fill_value"] = float("nan")
+        enc[name] = e
+    return enc
+
+
+def write_tile(ds: xr.Dataset, store: Path, tile_id: str, *, compute: bool = True):
+    """Write one tile's dataset as group ``tile_id`` of ``store`` (replacing partial leftovers).
+
+    Returns the Dask delayed write when ``compute`` is False.
+    """
+    store = Path(store)
+    group_dir = store / tile_id
+    if group_dir.exists():
+        shutil.rmtree(group_dir)  # a leftover without ledger entry is partial by definition
+    ds = ds.drop_encoding()
+    for name in ds.data_vars:
+        ds[name].attrs = {k: v for k, v in ds[name].attrs.items() if v is not None}
+    return ds.to_zarr(
+        store, group=tile_id, mode="w", encoding=_encoding(ds), consolidated=False,
+        compute=compute, zarr_format=3,
+    )  # fmt: skip
+
+
+def open_tile(store: Path, tile_id: str, *, check: dict | None = None) -> xr.Dataset:
+    """Open a written tile lazily; refuse tiles without a ledger entry.
+
+    Parameters
+    ----------
+    check
+        Optional ledger entry to compare (``checksum``) before use.
+    """
+    store = Path(store)
+    if read_ledger(store, tile_id) is None:
+        raise DataError(
+            f"tile {tile_id} of {store} is missing or was not completely written",
+            "rerun the stage that writes it (use --resume)",
+        )
+    ds = xr.open_zarr(store, group=tile_id, consolidated=False, decode_coords="all")
+    if check and check.get("checksum") != tile_checksum(store, tile_id):
+        raise DataError(f"tile {tile_id} of {store} changed since it was written", "rerun")
+    return ds
