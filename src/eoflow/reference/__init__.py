@@ -1,0 +1,1 @@
+"""Reference data: class tables (ids, names, colours) read from vector layers."""
