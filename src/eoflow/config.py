@@ -197,7 +197,9 @@ class RunConfig(_Model):
                 return p
             return str((base / p).resolve())
 
-        upd: dict = {"reference": self.reference.model_copy(update={"path": fix(self.reference.path)})}
+        upd: dict = {
+            "reference": self.reference.model_copy(update={"path": fix(self.reference.path)})
+        }
         if self.aoi.path:
             upd["aoi"] = self.aoi.model_copy(update={"path": fix(self.aoi.path)})
         src = self.source
@@ -238,7 +240,8 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {' '.join(str(exc).split())[:160]}")
+        msg = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"config {path} is not valid YAML: {msg}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of keys", "see configs/sample.yaml")
     try:

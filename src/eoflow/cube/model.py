@@ -79,8 +79,10 @@ def cube_tile(ds: xr.Dataset) -> Tile:
     """Recover the :class:`Tile` a cube sits on from its coordinates and CRS."""
     crs = ds.rio.crs
     if crs is None:
-        raise DataError(f"cube of tile {ds.attrs.get('tile_id', '?')} has no CRS",
-                        "write one with eoflow.cube.model.attach_grid")
+        raise DataError(
+            f"cube of tile {ds.attrs.get('tile_id', '?')} has no CRS",
+            "write one with eoflow.cube.model.attach_grid",
+        )
     t = ds.rio.transform()
     return Tile(
         tile_id=str(ds.attrs.get("tile_id", "tile")),
@@ -96,12 +98,16 @@ def validate_cube(ds: xr.Dataset) -> None:
     tid = ds.attrs.get("tile_id", "?")
     for name, var in ds.data_vars.items():
         if var.dims not in (("time", "y", "x"), ("y", "x")):
-            raise DataError(f"variable {name!r} of tile {tid} has dims {var.dims}",
-                            "cubes use dims (time, y, x) or (y, x)")
+            raise DataError(
+                f"variable {name!r} of tile {tid} has dims {var.dims}",
+                "cubes use dims (time, y, x) or (y, x)",
+            )
     if "time" in ds.indexes:
         t = ds.indexes["time"]
         if not t.is_monotonic_increasing or t.has_duplicates:
-            raise DataError(f"time axis of tile {tid} is unsorted or has duplicates",
-                            "sort and de-duplicate acquisitions before building the cube")
+            raise DataError(
+                f"time axis of tile {tid} is unsorted or has duplicates",
+                "sort and de-duplicate acquisitions before building the cube",
+            )
     if ds.rio.crs is None:
         raise DataError(f"cube of tile {tid} has no CRS", "attach one with attach_grid")

@@ -61,7 +61,7 @@ def _read_geometry(path: Path, layer: str | None) -> tuple[BaseGeometry, str]:
         gdf = gpd.read_file(path, layer=layer)
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - GDAL errors come in many types
+    except Exception as exc:
         raise InputError(
             f"AOI file {path} cannot be read: {' '.join(str(exc).split())[:200]}",
             "check that it is a valid GeoJSON or GeoPackage",
@@ -101,7 +101,9 @@ def load_aoi(
         Polygonal geometry in the UTM zone of its centroid.
     """
     if (path is None) == (bbox is None):
-        raise InputError("give exactly one of an AOI path or a bbox", "set 'aoi.path' or 'aoi.bbox'")
+        raise InputError(
+            "give exactly one of an AOI path or a bbox", "set 'aoi.path' or 'aoi.bbox'"
+        )
     if path is not None:
         geom, crs = _read_geometry(Path(path), layer)
         source = str(path)

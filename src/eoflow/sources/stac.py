@@ -74,8 +74,10 @@ def _static_catalog(path: Path) -> tuple[list[dict], dict[str, dict]]:
 
     try:
         root = pystac.read_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - pystac raises many types
-        raise InputError(f"STAC catalog {path} cannot be read: {exc}", "give a catalog.json") from exc
+    except Exception as exc:
+        raise InputError(
+            f"STAC catalog {path} cannot be read: {exc}", "give a catalog.json"
+        ) from exc
     items = []
     for item in root.get_items(recursive=True):
         item = item.clone()
@@ -101,14 +103,14 @@ def _api(url: str, collections: list[str], bbox_ll, start: dt.date, end: dt.date
             datetime=f"{start.isoformat()}/{end.isoformat()}",
         )
         items = [dict(i) for i in search.items_as_dicts()]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"STAC API {url} search failed: {' '.join(str(exc).split())[:200]}",
                          "check the URL and collection names") from exc  # fmt: skip
     static: dict[str, dict] = {}
     for c in collections:
         try:
             col = client.get_collection(c)
-        except Exception:  # noqa: BLE001 - collections without assets are fine
+        except Exception:
             continue
         for key, asset in col.assets.items():
             static[key] = {**asset.to_dict(), "href": asset.get_absolute_href() or asset.href}
@@ -183,7 +185,9 @@ def stack_items(
     rx, ry = tile.res
     bounds = (left, bottom - ry / 4, right + rx / 4, top)  # stackstac floors the size
     all_times = np.array(
-        sorted({np.datetime64(i["properties"]["datetime"].rstrip("Z"), "ns") for i in itemset.items})
+        sorted(
+            {np.datetime64(i["properties"]["datetime"].rstrip("Z"), "ns") for i in itemset.items}
+        )
     )
     arrays, attrs = {}, {}
     for (dtype, _), keys in groups.items():

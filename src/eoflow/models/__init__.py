@@ -1,0 +1,1 @@
+"""Pixel classifiers: LightGBM (local and lightgbm.dask), saved as text + JSON sidecar."""

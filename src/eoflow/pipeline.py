@@ -1,0 +1,183 @@
+"""The composing verb: area -> tiles -> cube -> features -> samples -> model -> maps -> report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from eoflow.config import RunConfig, config_hash
+from eoflow.errors import ConfigError, InputError
+from eoflow.geo.aoi import load_aoi
+from eoflow.geo.tiles import Tile
+from eoflow.geo.tiling import split_aoi
+from eoflow.stages.context import RunContext
+
+__all__ = ["STAGES", "make_tiles", "run_pipeline"]
+
+STAGES = ("ingest", "features", "sample", "train", "predict", "report")
+
+
+def make_tiles(cfg: RunConfig) -> list[Tile]:
+    """The run's tiles (optionally restricted to ``cfg.tiles``)."""
+    a = cfg.aoi
+    aoi = load_aoi(a.path, bbox=a.bbox, bbox_crs=a.bbox_crs, layer=a.layer, buffer_m=a.buffer_m)
+    tiles = split_aoi(
+        aoi, tile_size_px=cfg.grid.tile_size_px, res_m=cfg.grid.res_m, origin=cfg.grid.origin
+    )
+    if cfg.tiles:
+        unknown = sorted(set(cfg.tiles) - {t.tile_id for t in tiles})
+        if unknown:
+            raise ConfigError(
+                f"tiles {unknown} are not in the AOI's grid",
+                f"tiles: {[t.tile_id for t in tiles][:20]}",
+            )
+        tiles = [t for t in tiles if t.tile_id in cfg.tiles]
+    if not tiles:
+        raise InputError(f"AOI {aoi.source} covers no tile", "check the AOI and grid settings")
+    return tiles
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """One writer per run directory; the lock file says who holds it."""
+    import socket
+
+    path = out / ".eoflow.lock"
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = path.read_text().strip() if path.exists() else "?"
+        pid = int(holder.split("pid=")[-1].split()[0]) if "pid=" in holder else None
+        if pid is not None and not _alive(pid) and socket.gethostname() in holder:
+            path.unlink(missing_ok=True)  # stale lock of a dead process on this host
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        else:
+            raise InputError(f"run directory {out} is in use by another eoflow run ({holder})",
+                             "wait for it or use another --out") from None  # fmt: skip
+    os.write(fd, f"host={socket.gethostname()} pid={os.getpid()}\n".encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    stages: tuple[str, ...] = STAGES,
+    scheduler: str | None = None,
+    resume: bool = True,
+    quiet: bool = False,
+) -> RunContext:
+    """Run ``stages`` of the pipeline for ``cfg`` into ``out`` on a Dask cluster.
+
+    Parameters
+    ----------
+    cfg
+        Validated run configuration.
+    out
+        Run directory (created). Finished tiles are never rewritten.
+    stages
+        Subset of :data:`STAGES`, run in pipeline order.
+    scheduler
+        Address of an existing Dask scheduler; default a LocalCluster sized to the machine.
+    resume
+        Skip tiles whose ledger entry matches this config (always safe; False rewrites all).
+
+    Returns
+    -------
+    RunContext
+        Per-tile status, timings and paths.
+    """
+    from eoflow.cluster import connect
+    from eoflow.manifest import write_manifest
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tiles = make_tiles(cfg)
+    ctx = RunContext(cfg=cfg, out=out, tiles=tiles, resume=resume, quiet=quiet)
+    ctx.log(f"{len(tiles)} tile(s) of {cfg.grid.tile_size_px} px; run directory {out}")
+    order = [s for s in STAGES if s in stages]
+    with _lock(out), connect(cfg.cluster, address=scheduler, quiet=quiet) as client:
+        ctx.client = client
+        if not resume:
+            _forget(out)
+        for stage in order:
+            ctx.timed(stage, lambda s=stage: _STAGE_FUNCS[s](ctx))
+            ctx.save_status()
+            write_manifest(
+                out,
+                inputs={"config": cfg.model_dump(mode="json"), "source": ctx.source_info},
+                parameters={
+                    "config_hash": config_hash(cfg),
+                    "stages": order,
+                    "tiles": [t.tile_id for t in tiles],
+                },
+                seeds={
+                    "sampling": cfg.sampling.seed,
+                    "split": cfg.split.seed,
+                    "model": cfg.model.seed,
+                },
+                timings=ctx.timings,
+                extra={"tile_status": ctx.status},
+            )
+    return ctx
+
+
+def _forget(out: Path) -> None:
+    import shutil
+
+    shutil.rmtree(out / "ledger", ignore_errors=True)
+
+
+def _ingest(ctx):
+    from eoflow.stages.ingest import run_ingest
+
+    return run_ingest(ctx)
+
+
+def _features(ctx):
+    from eoflow.stages.features import run_features
+
+    return run_features(ctx)
+
+
+def _sample(ctx):
+    from eoflow.stages.sample import run_sample
+
+    return run_sample(ctx)
+
+
+def _train(ctx):
+    from eoflow.stages.train import run_train
+
+    return run_train(ctx)
+
+
+def _predict(ctx):
+    from eoflow.stages.predict import run_predict
+
+    return run_predict(ctx)
+
+
+def _report(ctx):
+    from eoflow.report.build import run_report
+
+    return run_report(ctx)
+
+
+_STAGE_FUNCS = {"ingest": _ingest, "features": _features, "sample": _sample,
+                "train": _train, "predict": _predict, "report": _report}  # fmt: skip

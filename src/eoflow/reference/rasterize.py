@@ -1,0 +1,120 @@
+"""Rasterise reference polygons onto tile grids, reading the layer in dask-geopandas partitions.
+
+The layer is split into partitions whose spatial extents are computed once; each tile's task reads
+only the partitions that intersect it, so a country's reference layer never loads whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from eoflow.errors import InputError
+from eoflow.geo.tiles import Tile
+
+__all__ = ["ReferenceLayer", "open_reference", "rasterize_tile"]
+
+_FEATURES_PER_PARTITION = 50_000
+
+
+@dataclass
+class ReferenceLayer:
+    """A partitioned reference layer: the dask-geopandas frame and each partition's bounds."""
+
+    path: str
+    layer: str | None
+    value_column: str
+    frame: object  # dask_geopandas.GeoDataFrame
+    bounds: np.ndarray  # (npartitions, 4) in the layer CRS
+    crs: str
+
+
+def open_reference(
+    path: str, *, layer: str | None = None, value_column: str = "LULC_ID"
+) -> ReferenceLayer:
+    """Open a reference layer lazily and index its partitions by extent."""
+    import dask
+    import dask_geopandas
+    import pyogrio
+
+    try:
+        layers = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+    except Exception as exc:
+        raise InputError(f"reference file {path} cannot be opened: {' '.join(str(exc).split())[:160]}",
+                         "give a GeoPackage with the reference polygons") from exc  # fmt: skip
+    if not layers:
+        raise InputError(f"reference file {path} has no tables", "add the polygon layer")
+    if layer is None:
+        layer = layers[0]
+    elif layer not in layers:
+        raise InputError(f"reference file {path} has no layer {layer!r}", f"layers: {layers}")
+    info = pyogrio.read_info(path, layer=layer)
+    if value_column not in list(info["fields"]):
+        raise InputError(
+            f"reference layer {layer!r} of {path} has no column {value_column!r}",
+            f"columns: {list(info['fields'])}",
+        )
+    n = max(1, int(np.ceil(info["features"] / _FEATURES_PER_PARTITION)))
+    frame = dask_geopandas.read_file(path, layer=layer, npartitions=n)
+    bounds = np.array(dask.compute(*[dask.delayed(_part_bounds)(p) for p in frame.to_delayed()]))
+    return ReferenceLayer(path, layer, value_column, frame, bounds.reshape(-1, 4), str(info["crs"]))
+
+
+def _part_bounds(part) -> tuple[float, float, float, float]:
+    if len(part) == 0:
+        return (np.inf, np.inf, -np.inf, -np.inf)
+    return tuple(part.total_bounds)
+
+
+def _tile_bounds_in(tile: Tile, crs: str) -> tuple[float, float, float, float]:
+    from pyproj import CRS, Transformer
+
+    if CRS.from_user_input(crs) == CRS.from_user_input(tile.crs):
+        return tile.bounds
+    tr = Transformer.from_crs(tile.crs, crs, always_xy=True)
+    return tr.transform_bounds(*tile.bounds, densify_pts=21)
+
+
+def _burn(parts, tile: Tile, value_column: str, dtype: str) -> np.ndarray:
+    import pandas as pd
+    import shapely
+    from rasterio.features import rasterize
+
+    frames = [p for p in parts if len(p)]
+    out = np.zeros(tile.shape, dtype=dtype)
+    if not frames:
+        return out
+    gdf = pd.concat(frames).to_crs(tile.crs)
+    gdf = gdf[gdf.intersects(shapely.box(*tile.bounds))]
+    geoms = shapely.make_valid(gdf.geometry.values)
+    shapes = [(g, int(v)) for g, v in zip(geoms, gdf[value_column].to_numpy()) if not g.is_empty]
+    if shapes:
+        rasterize(shapes, out=out, transform=tile.affine, all_touched=False)
+    return out
+
+
+def rasterize_tile(
+    ref: ReferenceLayer, tile: Tile, *, chunk_px: int = 512, dtype: str = "uint16"
+) -> xr.DataArray:
+    """Lazy ``(y, x)`` raster of the reference values on ``tile`` (0 where no polygon).
+
+    One task per tile reads only the partitions whose extent intersects the tile.
+    """
+    import dask
+    import dask.array as da
+
+    left, b, r, t = _tile_bounds_in(tile, ref.crs)
+    hit = np.flatnonzero(
+        (ref.bounds[:, 0] <= r)
+        & (ref.bounds[:, 2] >= left)
+        & (ref.bounds[:, 1] <= t)
+        & (ref.bounds[:, 3] >= b)
+    )
+    parts = [ref.frame.get_partition(int(i)).to_delayed()[0] for i in hit]
+    task = dask.delayed(_burn)(parts, tile, ref.value_column, dtype)
+    arr = da.from_delayed(task, tile.shape, dtype=dtype).rechunk((chunk_px, chunk_px))
+    return xr.DataArray(
+        arr, dims=("y", "x"), coords={"y": tile.y_coords(), "x": tile.x_coords()}, name="LULC"
+    )

@@ -1,0 +1,77 @@
+"""Run one stage's per-tile Dask work in batches, isolating failures and writing ledgers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from eoflow.cube.store import is_done, write_ledger
+from eoflow.geo.tiles import Tile
+from eoflow.stages.context import RunContext
+
+__all__ = ["run_tiles"]
+
+
+def run_tiles(
+    ctx: RunContext,
+    stage: str,
+    store: Path,
+    build: Callable[[Tile], object],
+    *,
+    tiles: list[Tile] | None = None,
+    ledger_extra: Callable[[Tile], dict] | None = None,
+    prepare: Callable[[list[Tile]], None] | None = None,
+) -> list[Tile]:
+    """Compute ``build(tile)`` (a Dask collection that writes the tile) for every tile not done.
+
+    A tile whose ledger entry matches the config hash is skipped (``--resume`` and re-runs write
+    nothing). ``prepare(batch)`` runs before a batch's graphs are built. A failing tile is marked failed, its partial group removed, and the others go on.
+
+    Returns
+    -------
+    list of Tile
+        The tiles that are complete in ``store`` after this call.
+    """
+    from distributed import as_completed
+
+    tiles = ctx.ok_tiles() if tiles is None else tiles
+    done = [t for t in tiles if is_done(store, t.tile_id, ctx.chash)]
+    todo = [t for t in tiles if t not in done]
+    for t in done:
+        ctx.mark_ok(t, stage)
+    if not todo:
+        ctx.log(f"{stage}: all {len(done)} tile(s) already written, nothing to do")
+        return done
+    bar = tqdm(total=len(todo), desc=f"eoflow {stage}", unit="tile", disable=ctx.quiet, leave=False)
+    for batch in ctx.batches(todo):
+        if prepare is not None:
+            prepare(batch)
+        futures = {}
+        for tile in batch:
+            if ctx.status.get(tile.tile_id, {}).get("state") == "failed":
+                bar.update()
+                continue
+            try:
+                futures[ctx.client.compute(build(tile))] = tile
+            except Exception as exc:
+                ctx.mark_failed(tile, stage, exc)
+                bar.update()
+        for fut in as_completed(list(futures)):
+            tile = futures[fut]
+            try:
+                fut.result()
+                extra = ledger_extra(tile) if ledger_extra else {}
+                write_ledger(
+                    store, tile.tile_id, config_hash=ctx.chash, extra={"stage": stage, **extra}
+                )
+                ctx.mark_ok(tile, stage)
+                done.append(tile)
+            except Exception as exc:
+                shutil.rmtree(Path(store) / tile.tile_id, ignore_errors=True)
+                ctx.mark_failed(tile, stage, exc)
+            bar.update()
+    bar.close()
+    return [t for t in tiles if t in done]

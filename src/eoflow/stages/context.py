@@ -1,0 +1,95 @@
+"""Shared state of a run: config, run directory, tiles, client, per-tile status, timings."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eoflow.config import RunConfig, config_hash
+from eoflow.errors import EoflowError
+from eoflow.geo.tiles import Tile
+
+__all__ = ["RunContext"]
+
+
+@dataclass
+class RunContext:
+    """Everything a stage needs; stages never read the YAML again."""
+
+    cfg: RunConfig
+    out: Path
+    tiles: list[Tile]
+    client: object = None
+    resume: bool = True
+    status: dict[str, dict] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    quiet: bool = False
+    source_info: dict = field(default_factory=dict)
+
+    @property
+    def chash(self) -> str:
+        """Config hash stamped on every ledger entry."""
+        return config_hash(self.cfg)
+
+    def path(self, name: str) -> Path:
+        """A path inside the run directory."""
+        return self.out / name
+
+    def log(self, msg: str) -> None:
+        """One progress line on stderr."""
+        if not self.quiet:
+            print(f"eoflow: {msg}", file=sys.stderr, flush=True)
+
+    def ok_tiles(self) -> list[Tile]:
+        """Tiles that have not failed in any stage so far."""
+        return [t for t in self.tiles if self.status.get(t.tile_id, {}).get("state") != "failed"]
+
+    def mark_failed(self, tile: Tile, stage: str, exc: BaseException) -> None:
+        """Record a tile's failure; the run goes on with the others."""
+        msg = exc.one_line() if isinstance(exc, EoflowError) else f"{type(exc).__name__}: {exc}"
+        self.status[tile.tile_id] = {
+            "state": "failed",
+            "stage": stage,
+            "error": " ".join(msg.split()),
+        }
+        self.log(f"tile {tile.tile_id} failed in {stage}: {self.status[tile.tile_id]['error']}")
+        if not isinstance(exc, EoflowError):
+            (self.out / "logs").mkdir(exist_ok=True)
+            (self.out / "logs" / f"{stage}-{tile.tile_id}.txt").write_text(
+                "".join(traceback.format_exception(exc))
+            )
+
+    def mark_ok(self, tile: Tile, stage: str) -> None:
+        """Record a tile as done through ``stage``."""
+        if self.status.get(tile.tile_id, {}).get("state") != "failed":
+            self.status[tile.tile_id] = {"state": "ok", "stage": stage}
+
+    def batches(self, tiles: Iterable[Tile]) -> Iterable[list[Tile]]:
+        """Tiles in groups of ``cluster.batch_tiles`` (keeps graphs and memory flat)."""
+        tiles = list(tiles)
+        n = self.cfg.cluster.batch_tiles
+        for i in range(0, len(tiles), n):
+            yield tiles[i : i + n]
+
+    def timed(self, stage: str, fn: Callable[[], object]) -> object:
+        """Run ``fn`` and record its wall time under ``stage``."""
+        t0 = time.perf_counter()
+        self.log(f"stage {stage} ...")
+        result = fn()
+        self.timings[stage] = round(time.perf_counter() - t0, 3)
+        self.log(f"stage {stage} done in {self.timings[stage]:.1f} s")
+        return result
+
+    def save_status(self) -> None:
+        """Write ``tiles.json`` (per-tile status) into the run directory."""
+        (self.out / "tiles.json").write_text(
+            json.dumps(
+                {t.tile_id: {**t.to_dict(), **self.status.get(t.tile_id, {})} for t in self.tiles},
+                indent=2,
+            )
+        )

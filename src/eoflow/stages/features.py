@@ -1,0 +1,152 @@
+"""Stage ``features``: masks, indices, frame filter, interpolation, reference labels, erosion.
+
+Per tile, from ``cube.zarr`` to ``features.zarr``. Only a per-frame valid fraction (one number per
+frame) is computed eagerly, to choose the frames to keep; everything else is one lazy graph that
+writes the tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from eoflow.config import FeaturesConfig
+from eoflow.cube.model import attach_grid
+from eoflow.cube.store import open_tile, write_tile
+from eoflow.errors import DataError
+from eoflow.geo.tiles import Tile
+from eoflow.ops.indices import add_indices
+from eoflow.ops.masks import valid_count, valid_mask
+from eoflow.ops.morphology import erode_classes
+from eoflow.ops.temporal import frame_valid_fraction, interpolate_to_grid, regular_grid
+from eoflow.stages._runner import run_tiles
+from eoflow.stages.context import RunContext
+
+__all__ = ["feature_names", "run_features", "tile_features"]
+
+
+def feature_names(ds: xr.Dataset, fcfg: FeaturesConfig) -> tuple[xr.Dataset, list[str]]:
+    """Add the configured indices and return the time-varying feature list for ``ds``."""
+    ds, have = add_indices(ds, list(fcfg.indices))
+    missing = [b for b in fcfg.bands if b not in ds]
+    if missing:
+        raise DataError(
+            f"tile {ds.attrs.get('tile_id')} lacks band(s) {missing} named in features.bands",
+            f"bands in the cube: {sorted(v for v in ds.data_vars if ds[v].ndim == 3)}",
+        )
+    feats = have + list(fcfg.bands)
+    if not feats:
+        raise DataError(
+            f"tile {ds.attrs.get('tile_id')}: none of the indices {list(fcfg.indices)} can be "
+            "computed and no bands are selected",
+            "add bands (e.g. B03, B04, B08, B11) to the source or list features.bands",
+        )
+    return ds, feats
+
+
+def footprint(ds: xr.Dataset) -> xr.DataArray:
+    """Pixels with data in any frame (``IS_DATA`` when present, else any non-NaN feature)."""
+    if "IS_DATA" in ds:
+        return (ds["IS_DATA"] != 0).any("time")
+    first = next(v for v in ds.data_vars if ds[v].ndim == 3)
+    return ds[first].notnull().any("time")
+
+
+def tile_features(
+    ds: xr.Dataset,
+    keep: np.ndarray,
+    labels: xr.DataArray,
+    *,
+    fcfg: FeaturesConfig,
+    grid: np.ndarray,
+) -> xr.Dataset:
+    """Lazy features of one tile, given the boolean ``keep`` mask over its frames."""
+    ds, feats = feature_names(ds, fcfg)
+    valid = valid_mask(ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes)
+    out = {"VALID_COUNT": valid_count(valid)}
+    kept = np.flatnonzero(keep)
+    v_kept = valid.isel(time=kept)
+    out["N_OBS"] = valid_count(v_kept).rename("N_OBS")
+    for name in feats:
+        series = ds[name].isel(time=kept)
+        if series.dtype.kind != "f":
+            series = series.astype("float32")
+        out[name] = interpolate_to_grid(series, v_kept, grid)
+    for name in fcfg.static:
+        if name not in ds:
+            raise DataError(f"tile {ds.attrs.get('tile_id')} has no static layer {name!r}",
+                            "list it in source.static_assets")  # fmt: skip
+        out[name] = ds[name].astype("float32")
+    labels = labels.assign_coords(y=ds["y"], x=ds["x"])
+    out["LULC"] = labels
+    out["LULC_ERODED"] = erode_classes(labels, radius_px=fcfg.erosion_radius_px)
+    out["FOOTPRINT"] = footprint(ds).astype("uint8")
+    res = xr.Dataset(out)
+    res.attrs.update(
+        tile_id=ds.attrs.get("tile_id"), features=feats, static_features=list(fcfg.static),
+        frames_kept=[str(t) for t in ds["time"].values[kept]],
+        frames_dropped=[str(t) for t in ds["time"].values[~keep]],
+    )  # fmt: skip
+    res = res.rio.write_crs(ds.rio.crs).rio.write_transform(ds.rio.transform())
+    return attach_grid(res, _tile_of(ds))
+
+
+def _tile_of(ds: xr.Dataset) -> Tile:
+    from eoflow.cube.model import cube_tile
+
+    return cube_tile(ds)
+
+
+def run_features(ctx: RunContext) -> list[Tile]:
+    """Compute and write ``features.zarr`` for every ingested tile."""
+    import dask
+
+    from eoflow.reference.rasterize import open_reference, rasterize_tile
+
+    cfg, fcfg = ctx.cfg, ctx.cfg.features
+    grid = regular_grid(cfg.start, cfg.end, fcfg.step_days)
+    ref = open_reference(
+        cfg.reference.path, layer=cfg.reference.layer, value_column=cfg.reference.value_column
+    )
+    cube_store, store = ctx.path("cube.zarr"), ctx.path("features.zarr")
+    cubes: dict[str, xr.Dataset] = {}
+    keeps: dict[str, np.ndarray] = {}
+
+    def prepare(batch: list[Tile]) -> None:
+        fractions = {}
+        for tile in batch:
+            try:
+                ds = open_tile(cube_store, tile.tile_id)
+                ds, _ = feature_names(ds, fcfg)
+                valid = valid_mask(
+                    ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes
+                )
+                cubes[tile.tile_id] = ds
+                fractions[tile.tile_id] = frame_valid_fraction(valid, footprint(ds))
+            except Exception as exc:
+                ctx.mark_failed(tile, "features", exc)
+        values = dask.compute(*fractions.values()) if fractions else []
+        for tid, frac in zip(fractions, values):
+            keeps[tid] = np.asarray(frac) > fcfg.min_valid_fraction
+
+    def writer(tile: Tile):
+        if tile.tile_id not in cubes:
+            prepare([tile])
+        ds, keep = cubes.pop(tile.tile_id), keeps.pop(tile.tile_id)
+        if keep.sum() == 0:
+            raise DataError(
+                f"tile {tile.tile_id}: every frame has valid fraction <= {fcfg.min_valid_fraction}",
+                "lower features.min_valid_fraction or widen the date range",
+            )
+        labels = rasterize_tile(ref, tile, chunk_px=cfg.grid.chunk_px)
+        feats = tile_features(ds, keep, labels, fcfg=fcfg, grid=grid)
+        return write_tile(feats, store, tile.tile_id, compute=False)
+
+    def extra(tile: Tile) -> dict:
+        attrs = xr.open_zarr(store, group=tile.tile_id, consolidated=False).attrs
+        return {
+            "frames_kept": len(attrs["frames_kept"]),
+            "frames_dropped": len(attrs["frames_dropped"]),
+        }
+
+    return run_tiles(ctx, "features", store, writer, ledger_extra=extra, prepare=prepare)

@@ -1,0 +1,149 @@
+"""Stage ``sample``: stratified fraction sampling of eroded reference pixels -> ``samples.zarr``.
+
+One task per tile samples its labels and gathers the feature series at the chosen pixels; the
+client appends each tile's rows to the store (see ``docs/formats.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from eoflow.cube.store import is_done, read_ledger, write_ledger
+from eoflow.errors import DataError
+from eoflow.sampling import sample_pixels
+from eoflow.stages.context import RunContext
+
+__all__ = ["SAMPLE_ARRAYS", "open_samples", "run_sample", "sample_tile"]
+
+SAMPLE_ARRAYS = ("X", "S", "y", "tile", "row", "col", "xcoord", "ycoord")
+_CHUNK_ROWS = 65_536
+
+
+def sample_tile(
+    store: str, tile_id: str, *, fraction: float, exclude: list[int], seed: int
+) -> dict[str, np.ndarray]:
+    """Sample one tile of ``features.zarr`` (runs on a worker; reads only what it needs)."""
+    import dask
+
+    ds = xr.open_zarr(store, group=tile_id, consolidated=False)
+    feats, static = list(ds.attrs["features"]), list(ds.attrs.get("static_features", []))
+    with dask.config.set(scheduler="sync"):
+        labels = ds["LULC_ERODED"].values
+        rows, cols = sample_pixels(
+            labels, fraction=fraction, exclude=exclude, seed=seed, tile_id=tile_id
+        )
+        iy, ix = xr.DataArray(rows, dims="s"), xr.DataArray(cols, dims="s")
+        X = np.stack([ds[f].isel(y=iy, x=ix).transpose("s", "time").values for f in feats], axis=-1)
+        S = (
+            np.stack([ds[f].isel(y=iy, x=ix).values for f in static], axis=-1)
+            if static
+            else np.zeros((rows.size, 0), np.float32)
+        )
+    return {
+        "X": X.astype(np.float32), "S": S.astype(np.float32), "y": labels[rows, cols].astype(np.int32),
+        "row": rows, "col": cols,
+        "xcoord": ds["x"].values[cols], "ycoord": ds["y"].values[rows],
+    }  # fmt: skip
+
+
+def _create(path: Path, first: dict, attrs: dict) -> None:
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for name in SAMPLE_ARRAYS:
+        arr = first[name] if name != "tile" else np.zeros(0, np.int32)
+        shape = (0, *arr.shape[1:])
+        root.create_array(name, shape=shape, dtype=arr.dtype, chunks=(_CHUNK_ROWS, *arr.shape[1:]))
+    root.attrs.update(attrs)
+
+
+def _append(path: Path, part: dict, tile_index: int) -> None:
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r+")
+    n = part["y"].shape[0]
+    part = {**part, "tile": np.full(n, tile_index, np.int32)}
+    for name in SAMPLE_ARRAYS:
+        arr = root[name]
+        start = arr.shape[0]
+        arr.resize((start + n, *arr.shape[1:]))
+        arr[start : start + n] = part[name]
+
+
+def open_samples(path: str | Path) -> dict:
+    """Read a samples store into memory (samples are bounded by the sampling fraction)."""
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise DataError(f"samples store {path} does not exist", "run the 'sample' stage first")
+    root = zarr.open_group(str(path), mode="r")
+    out = {name: root[name][:] for name in SAMPLE_ARRAYS}
+    out["attrs"] = dict(root.attrs)
+    return out
+
+
+def run_sample(ctx: RunContext) -> Path:
+    """Sample every tile of ``features.zarr`` into ``samples.zarr`` (one ledger entry)."""
+    from eoflow.reference.classes import ClassTable
+
+    store, path = ctx.path("features.zarr"), ctx.path("samples.zarr")
+    if is_done(path.parent / "samples.zarr", "all", ctx.chash) and path.exists():
+        ctx.log("sample: samples.zarr already written, nothing to do")
+        return path
+    tiles = [t for t in ctx.ok_tiles() if read_ledger(store, t.tile_id)]
+    if not tiles:
+        raise DataError("no tile has features to sample", "see tiles.json for the failed tiles")
+    s = ctx.cfg.sampling
+    futures = [
+        ctx.client.submit(sample_tile, str(store), t.tile_id, fraction=s.fraction,
+                          exclude=list(s.exclude), seed=s.seed, pure=False)
+        for t in tiles
+    ]  # fmt: skip
+    shutil.rmtree(path, ignore_errors=True)
+    attrs0 = xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False).attrs
+    r = ctx.cfg.reference
+    classes = ClassTable.from_vector(
+        r.path, layer=r.layer, id_column=r.value_column, name_column=r.name_column,
+        color_column=r.color_column, allow_unnamed=True,
+    )  # fmt: skip
+    attrs = {
+        "features": list(attrs0["features"]),
+        "static_features": list(attrs0.get("static_features", [])),
+        "time": [
+            str(t)[:10]
+            for t in xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False)["time"].values
+        ],
+        "tiles": [t.tile_id for t in tiles],
+        "crs": tiles[0].crs,
+        "classes": classes.to_json(),
+        "sampling": s.model_dump(),
+    }
+    created = False
+    from tqdm.auto import tqdm
+
+    for i, fut in enumerate(
+        tqdm(futures, desc="eoflow sample", unit="tile", disable=ctx.quiet, leave=False)
+    ):
+        try:
+            part = fut.result()
+        except Exception as exc:
+            ctx.mark_failed(tiles[i], "sample", exc)
+            continue
+        if not created:
+            _create(path, part, attrs)
+            created = True
+        _append(path, part, i)
+    if not created:
+        raise DataError("sampling failed on every tile", "see tiles.json")
+    counts = np.unique(open_samples(path)["y"], return_counts=True)
+    write_ledger(path.parent / "samples.zarr", "all", config_hash=ctx.chash,
+                 extra={"per_class": {int(k): int(v) for k, v in zip(*counts)}})  # fmt: skip
+    ctx.log(f"sample: {int(counts[1].sum())} pixels from {len(tiles)} tile(s): "
+            + json.dumps({int(k): int(v) for k, v in zip(*counts)}))  # fmt: skip
+    return path
