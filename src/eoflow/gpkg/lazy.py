@@ -274,7 +274,10 @@ def build_cube(
         if warp:
             e = BandEntry(e.time, e.variable, RasterRef(e.ref.href, e.ref.band, e.ref.open_options,
                           True, e.ref.label), e.grid, e.dtype, e.nodata)  # fmt: skip
-            reprojected.append(f"{e.ref.label} ({e.grid.crs} -> {tile.crs})")
+            note = (f"{e.ref.label} ({e.grid.crs} {e.grid.res[0]:.6g}x{e.grid.res[1]:.6g} -> "
+                    f"{tile.crs} {tile.res[0]:.6g}x{tile.res[1]:.6g})")  # fmt: skip
+            if note not in reprojected:
+                reprojected.append(note)
         slot = by_var.setdefault(e.variable, {})
         if e.time in slot:
             raise DataError(
