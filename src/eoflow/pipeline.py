@@ -109,6 +109,7 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     tiles = make_tiles(cfg)
     ctx = RunContext(cfg=cfg, out=out, tiles=tiles, resume=resume, quiet=quiet)
+    ctx.load_status()
     ctx.log(f"{len(tiles)} tile(s) of {cfg.grid.tile_size_px} px; run directory {out}")
     order = [s for s in STAGES if s in stages]
     with _lock(out), connect(cfg.cluster, address=scheduler, quiet=quiet) as client:
@@ -117,6 +118,8 @@ def run_pipeline(
             _forget(out)
         for stage in order:
             ctx.timed(stage, lambda s=stage: _STAGE_FUNCS[s](ctx))
+            if not ctx.changed:
+                continue
             ctx.save_status()
             write_manifest(
                 out,

@@ -35,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sentinel-2 time series to land-cover maps and pixel models, on Dask.",
     )
     parser.add_argument("--version", action="version", version=f"eoflow {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show full tracebacks for every error"
-    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for every error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -52,8 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code (0 ok, 2 user error, 1 internal error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug = debug
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eoflow: interrupted; rerun with --resume to finish what is missing", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last-resort handler for bugs
+    except Exception as exc:
         if args.debug:
             traceback.print_exc()
         print(

@@ -24,11 +24,13 @@ def run_tiles(
     tiles: list[Tile] | None = None,
     ledger_extra: Callable[[Tile], dict] | None = None,
     prepare: Callable[[list[Tile]], None] | None = None,
+    key: str | None = None,
 ) -> list[Tile]:
     """Compute ``build(tile)`` (a Dask collection that writes the tile) for every tile not done.
 
     A tile whose ledger entry matches the config hash is skipped (``--resume`` and re-runs write
-    nothing). ``prepare(batch)`` runs before a batch's graphs are built. A failing tile is marked failed, its partial group removed, and the others go on.
+    nothing); ``key`` replaces the config hash when outputs also depend on another input (the
+    model). ``prepare(batch)`` runs before a batch's graphs are built. A failing tile is marked failed, its partial group removed, and the others go on.
 
     Returns
     -------
@@ -38,13 +40,15 @@ def run_tiles(
     from distributed import as_completed
 
     tiles = ctx.ok_tiles() if tiles is None else tiles
-    done = [t for t in tiles if is_done(store, t.tile_id, ctx.chash)]
+    key = key or ctx.chash
+    done = [t for t in tiles if is_done(store, t.tile_id, key)]
     todo = [t for t in tiles if t not in done]
     for t in done:
         ctx.mark_ok(t, stage)
     if not todo:
         ctx.log(f"{stage}: all {len(done)} tile(s) already written, nothing to do")
         return done
+    ctx.changed = True
     bar = tqdm(total=len(todo), desc=f"eoflow {stage}", unit="tile", disable=ctx.quiet, leave=False)
     for batch in ctx.batches(todo):
         if prepare is not None:
@@ -64,9 +68,7 @@ def run_tiles(
             try:
                 fut.result()
                 extra = ledger_extra(tile) if ledger_extra else {}
-                write_ledger(
-                    store, tile.tile_id, config_hash=ctx.chash, extra={"stage": stage, **extra}
-                )
+                write_ledger(store, tile.tile_id, config_hash=key, extra={"stage": stage, **extra})
                 ctx.mark_ok(tile, stage)
                 done.append(tile)
             except Exception as exc:

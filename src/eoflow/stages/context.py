@@ -30,6 +30,7 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)
     quiet: bool = False
     source_info: dict = field(default_factory=dict)
+    changed: bool = False
 
     @property
     def chash(self) -> str:
@@ -84,6 +85,17 @@ class RunContext:
         self.timings[stage] = round(time.perf_counter() - t0, 3)
         self.log(f"stage {stage} done in {self.timings[stage]:.1f} s")
         return result
+
+    def load_status(self) -> None:
+        """Read per-tile status and source info left by earlier invocations in this directory."""
+        path = self.out / "tiles.json"
+        if path.exists():
+            for tid, st in json.loads(path.read_text()).items():
+                if "state" in st:
+                    self.status[tid] = {k: st[k] for k in ("state", "stage", "error") if k in st}
+        manifest = self.out / "manifest.json"
+        if manifest.exists() and not self.source_info:
+            self.source_info = json.loads(manifest.read_text()).get("inputs", {}).get("source", {})
 
     def save_status(self) -> None:
         """Write ``tiles.json`` (per-tile status) into the run directory."""

@@ -84,9 +84,16 @@ def run_predict(ctx: RunContext) -> list[Tile]:
                                static=model.sidecar["static_features"])  # fmt: skip
         return write_tile(pred, store, tile.tile_id, compute=False)
 
-    done = run_tiles(ctx, "predict", store, writer, tiles=tiles)
-    if done:
+    import hashlib
+
+    key = ctx.chash + "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    before = ctx.changed
+    ctx.changed = False
+    done = run_tiles(ctx, "predict", store, writer, tiles=tiles, key=key)
+    if done and (ctx.changed or not ctx.path("prediction.tif").exists()):
         write_cog_mosaic(store, done, ctx.path("prediction.tif"), classes=model.sidecar["classes"])
+        ctx.changed = True
+    ctx.changed = ctx.changed or before
     return done
 
 

@@ -93,7 +93,7 @@ def run_sample(ctx: RunContext) -> Path:
     from eoflow.reference.classes import ClassTable
 
     store, path = ctx.path("features.zarr"), ctx.path("samples.zarr")
-    if is_done(path.parent / "samples.zarr", "all", ctx.chash) and path.exists():
+    if is_done(path, "all", ctx.chash) and path.exists() and not ctx.changed:
         ctx.log("sample: samples.zarr already written, nothing to do")
         return path
     tiles = [t for t in ctx.ok_tiles() if read_ledger(store, t.tile_id)]
@@ -105,6 +105,7 @@ def run_sample(ctx: RunContext) -> Path:
                           exclude=list(s.exclude), seed=s.seed, pure=False)
         for t in tiles
     ]  # fmt: skip
+    ctx.changed = True
     shutil.rmtree(path, ignore_errors=True)
     attrs0 = xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False).attrs
     r = ctx.cfg.reference
@@ -142,7 +143,7 @@ def run_sample(ctx: RunContext) -> Path:
     if not created:
         raise DataError("sampling failed on every tile", "see tiles.json")
     counts = np.unique(open_samples(path)["y"], return_counts=True)
-    write_ledger(path.parent / "samples.zarr", "all", config_hash=ctx.chash,
+    write_ledger(path, "all", config_hash=ctx.chash,
                  extra={"per_class": {int(k): int(v) for k, v in zip(*counts)}})  # fmt: skip
     ctx.log(f"sample: {int(counts[1].sum())} pixels from {len(tiles)} tile(s): "
             + json.dumps({int(k): int(v) for k, v in zip(*counts)}))  # fmt: skip

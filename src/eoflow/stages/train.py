@@ -48,6 +48,16 @@ def _importance(model: LgbmModel) -> dict[str, float]:
 
 def run_train(ctx: RunContext) -> dict:
     """Train on the train tiles' samples, score the test tiles' samples, save model + metrics."""
+    from eoflow.cube.store import is_done, write_ledger
+
+    if (
+        is_done(ctx.path("model"), "all", ctx.chash)
+        and ctx.path("metrics.json").exists()
+        and not ctx.changed
+    ):
+        ctx.log("train: model and metrics already written for this config, nothing to do")
+        return json.loads(ctx.path("metrics.json").read_text())
+    ctx.changed = True
     samples = open_samples(ctx.path("samples.zarr"))
     tiles = samples["attrs"]["tiles"]
     present = sorted({tiles[i] for i in np.unique(samples["tile"])})
@@ -93,6 +103,7 @@ def run_train(ctx: RunContext) -> dict:
         feature_importance=_importance(model), distributed=m.distributed,
     )  # fmt: skip
     ctx.path("metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_ledger(ctx.path("model"), "all", config_hash=ctx.chash, extra={"stage": "train"})
     ctx.log(f"train: test OA {metrics['overall_accuracy']:.3f}, F1w {metrics['f1_weighted']:.3f}, "
             f"kappa {metrics['kappa']:.3f} on {metrics['n_test']} px of tiles {test_t}")  # fmt: skip
     return metrics
