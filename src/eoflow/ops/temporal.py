@@ -55,6 +55,9 @@ def interpolate_to_grid(da: xr.DataArray, valid: xr.DataArray, grid: np.ndarray)
     xarray.DataArray
         float32, dims ``time, y, x`` with ``time = grid``.
     """
+    order = np.argsort(da["time"].values, kind="stable")
+    if not np.array_equal(order, np.arange(order.size)):  # input order must not matter
+        da, valid = da.isel(time=order), valid.isel(time=order)
     src_t = _to_days(da["time"].values)
     dst_t = _to_days(grid)
     out = xr.apply_ufunc(

@@ -98,7 +98,8 @@ def run_sample(ctx: RunContext) -> Path:
         return path
     tiles = [t for t in ctx.ok_tiles() if read_ledger(store, t.tile_id)]
     if not tiles:
-        raise DataError("no tile has features to sample", "see tiles.json for the failed tiles")
+        raise DataError(f"no tile of {store} has features to sample",
+                        "run the 'features' stage first; tiles.json lists failed tiles")  # fmt: skip
     s = ctx.cfg.sampling
     futures = [
         ctx.client.submit(sample_tile, str(store), t.tile_id, fraction=s.fraction,

@@ -1,0 +1,108 @@
+"""Hypothesis invariants: interpolation, erosion and sampling."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import ndimage
+
+from eoflow.ops.morphology import erode_classes, erode_labels
+from eoflow.ops.temporal import interpolate_to_grid
+from eoflow.sampling import sample_pixels
+
+
+@st.composite
+def series(draw):
+    t = draw(st.integers(2, 15))
+    n = draw(st.integers(1, 6))
+    days = draw(st.lists(st.integers(0, 364), min_size=t, max_size=t, unique=True))
+    vals = draw(arrays(np.float32, (t, n), elements=st.floats(-1, 1, width=32)))
+    valid = draw(arrays(np.bool_, (t, n)))
+    times = np.datetime64("2017-01-01", "ns") + np.array(days) * np.timedelta64(1, "D")
+    return times, vals, valid
+
+
+def _da(times, vals, valid):
+    coords = {"time": times, "x": np.arange(vals.shape[1])}
+    return (xr.DataArray(vals[:, None, :], dims=("time", "y", "x"), coords=coords),
+            xr.DataArray(valid[:, None, :], dims=("time", "y", "x"), coords=coords))  # fmt: skip
+
+
+GRID = np.datetime64("2017-01-01", "ns") + np.arange(25) * np.timedelta64(15, "D")
+
+
+@given(series(), st.randoms())
+def test_interpolation_ignores_input_order(s, rnd):
+    times, vals, valid = s
+    perm = list(range(len(times)))
+    rnd.shuffle(perm)
+    a = interpolate_to_grid(*_da(times, vals, valid), GRID).values
+    b = interpolate_to_grid(*_da(times[perm], vals[perm], valid[perm]), GRID).values
+    np.testing.assert_array_equal(a, b)
+
+
+@given(series())
+def test_no_nan_where_two_valid_observations(s):
+    times, vals, valid = s
+    out = interpolate_to_grid(*_da(times, vals, valid), GRID).values[:, 0, :]
+    enough = valid.sum(axis=0) >= 2
+    assert np.isfinite(out[:, enough]).all()
+    assert np.isnan(out[:, valid.sum(axis=0) == 0]).all()
+
+
+@given(series())
+def test_interpolation_matches_numpy_interp(s):
+    times, vals, valid = s
+    out = interpolate_to_grid(*_da(times, vals, valid), GRID).values[:, 0, :]
+    order = np.argsort(times)
+    t = (times[order] - GRID[0]) / np.timedelta64(1, "D")
+    g = (GRID - GRID[0]) / np.timedelta64(1, "D")
+    for p in range(vals.shape[1]):
+        m = valid[order, p]
+        if m.any():
+            ref = np.interp(g, t[m], vals[order, p][m].astype(np.float64))
+            np.testing.assert_allclose(out[:, p], ref, atol=1e-6)
+
+
+labels_st = arrays(np.uint16, st.tuples(st.integers(3, 30), st.integers(3, 30)), elements=st.integers(0, 3))
+
+
+@given(labels_st, st.integers(2, 12), st.integers(2, 12))
+def test_erosion_chunk_edges_are_not_borders(labels, cy, cx):
+    whole = erode_labels(labels, 1)
+    lazy = erode_classes(xr.DataArray(da.from_array(labels, chunks=(cy, cx)), dims=("y", "x"), name="L"), radius_px=1)
+    np.testing.assert_array_equal(lazy.values, whole)
+
+
+@given(labels_st)
+def test_erosion_matches_per_class_binary_erosion(labels):
+    cross = ndimage.generate_binary_structure(2, 1)
+    expected = np.zeros_like(labels)
+    for c in np.unique(labels):
+        keep = ndimage.binary_erosion(labels == c, structure=cross, border_value=1)
+        expected[keep] = c
+    np.testing.assert_array_equal(erode_labels(labels, 1), expected)
+
+
+@given(labels_st, st.sampled_from([0.1, 0.25, 0.5, 1.0]), st.integers(0, 2**31))
+def test_sampling_fraction_and_exclusion(labels, fraction, seed):
+    r, c = sample_pixels(labels, fraction=fraction, exclude=[0], seed=seed, tile_id="t")
+    got = labels[r, c]
+    assert not (got == 0).any()
+    for k in np.unique(labels):
+        if k == 0:
+            continue
+        assert (got == k).sum() == int(np.floor(fraction * (labels == k).sum() + 0.5))
+    assert len(set(zip(r.tolist(), c.tolist()))) == len(r)
+
+
+@given(labels_st, st.integers(0, 2**31))
+def test_sampling_is_deterministic_and_position_based(labels, seed):
+    a = sample_pixels(labels, fraction=0.25, exclude=[0], seed=seed, tile_id="t")
+    b = sample_pixels(labels.copy(), fraction=0.25, exclude=[0], seed=seed, tile_id="t")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
