@@ -145,7 +145,7 @@ def read_window(
             with WarpedVRT(
                 src, crs=tile.crs, transform=tile.affine, width=tile.width, height=tile.height,
                 resampling=Resampling[resampling], nodata=fill,
-                src_nodata=src.nodata,
+                src_nodata=src.nodata, tolerance=1e-6,  # (near-)exact per-pixel transforms
             ) as vrt:  # fmt: skip
                 data = vrt.read(ref.band, window=window)
     return data.astype(dtype, copy=False)[None]

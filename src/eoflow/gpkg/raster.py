@@ -4,7 +4,8 @@ Reading: every raster layer (tiles or 2-D gridded coverage) whose date can be fo
 time step. The date comes from the table's GDAL metadata item ``RASTER_DATE`` first, then an ISO
 date in the layer description, then in the layer name (see :mod:`eoflow.gpkg.catalog`). The
 variable comes from the metadata item ``EOFLOW_VARIABLE`` (written by eoflow), else the layer name
-with its date removed (``NDVI_2017-06-01`` -> ``NDVI``), else ``value``. Multi-band layers give
+with its date removed (``NDVI_2017-06-01`` -> ``NDVI``); a name without a date (dated only by
+metadata or description) gives the variable ``value``. Multi-band layers give
 ``<variable>_<k>`` variables.
 
 Writing: one layer per (variable, date), named ``<variable>_<YYYY-MM-DD>``, with ``RASTER_DATE``
@@ -35,9 +36,11 @@ WRITABLE_DTYPES = ("uint8", "int16", "uint16", "float32")
 
 
 def _variable_of(layer: LayerInfo) -> str:
-    var = layer.metadata.get("EOFLOW_VARIABLE") or strip_date(layer.name)
-    if var == layer.name and layer.date_source == "name":
-        var = "value"
+    """EOFLOW_VARIABLE metadata, else the name without its date, else ``value``."""
+    var = layer.metadata.get("EOFLOW_VARIABLE")
+    if not var:
+        stripped = strip_date(layer.name)
+        var = stripped if stripped != layer.name else "value"
     return re.sub(r"\W+", "_", var).strip("_") or "value"
 
 
