@@ -42,7 +42,14 @@ def finished_run(tmp_path_factory, request):
     out = tmp / "run"
     t0 = time.time()
     proc = eoflow("run", str(tmp / "c.yaml"), "--out", str(out))
-    return {"proc": proc, "out": out, "config": tmp / "c.yaml", "cfg": cfg, "tmp": tmp, "wall": time.time() - t0}
+    return {
+        "proc": proc,
+        "out": out,
+        "config": tmp / "c.yaml",
+        "cfg": cfg,
+        "tmp": tmp,
+        "wall": time.time() - t0,
+    }
 
 
 def test_run_exits_zero_and_writes_the_run_directory(finished_run):
@@ -84,7 +91,11 @@ def test_resume_of_finished_run_writes_nothing(finished_run):
 def test_rerun_without_resume_is_refused(finished_run):
     proc = eoflow("run", str(finished_run["config"]), "--out", str(finished_run["out"]))
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.count("\n") == 1
+        and "--resume" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
 
 
 def test_prediction_cog_has_colormap_and_grid(finished_run):
@@ -114,7 +125,11 @@ def test_sampling_identical_across_chunks_and_workers(finished_run):
         proc = eoflow(stage, str(path), "--out", str(out2), "--quiet")
         assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = open_samples(finished_run["out"] / "samples.zarr"), open_samples(out2 / "samples.zarr")
-    assert zarr.open_group(str(out2 / "features.zarr"), mode="r")["32633_0_-1"]["NDVI"].chunks == (25, 16, 16)
+    assert zarr.open_group(str(out2 / "features.zarr"), mode="r")["32633_0_-1"]["NDVI"].chunks == (
+        25,
+        16,
+        16,
+    )
     order = lambda s: np.lexsort((s["col"], s["row"], s["tile"]))  # noqa: E731
     for key in ("X", "y", "row", "col", "tile"):
         np.testing.assert_array_equal(a[key][order(a)], b[key][order(b)])

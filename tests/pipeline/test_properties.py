@@ -68,13 +68,17 @@ def test_interpolation_matches_numpy_interp(s):
             np.testing.assert_allclose(out[:, p], ref, atol=1e-6)
 
 
-labels_st = arrays(np.uint16, st.tuples(st.integers(3, 30), st.integers(3, 30)), elements=st.integers(0, 3))
+labels_st = arrays(
+    np.uint16, st.tuples(st.integers(3, 30), st.integers(3, 30)), elements=st.integers(0, 3)
+)
 
 
 @given(labels_st, st.integers(2, 12), st.integers(2, 12))
 def test_erosion_chunk_edges_are_not_borders(labels, cy, cx):
     whole = erode_labels(labels, 1)
-    lazy = erode_classes(xr.DataArray(da.from_array(labels, chunks=(cy, cx)), dims=("y", "x"), name="L"), radius_px=1)
+    lazy = erode_classes(
+        xr.DataArray(da.from_array(labels, chunks=(cy, cx)), dims=("y", "x"), name="L"), radius_px=1
+    )
     np.testing.assert_array_equal(lazy.values, whole)
 
 

@@ -22,14 +22,20 @@ BOUNDS = (465181.0522318204, 5079244.8912012065, 466180.53145382757, 5080254.633
 
 @pytest.fixture(scope="module")
 def patch_tile() -> Tile:
-    return Tile("patch", "EPSG:32633", tuple(from_bounds(*BOUNDS, width=100, height=101))[:6], 100, 101)
+    return Tile(
+        "patch", "EPSG:32633", tuple(from_bounds(*BOUNDS, width=100, height=101))[:6], 100, 101
+    )
 
 
 @pytest.fixture(scope="module")
 def full_cube(sample_dir, patch_tile):
-    items = search_items(str(sample_dir / "collection.json"), start=dt.date(2015, 1, 1), end=dt.date(2017, 12, 31))
+    items = search_items(
+        str(sample_dir / "collection.json"), start=dt.date(2015, 1, 1), end=dt.date(2017, 12, 31)
+    )
     assert len(items.items) == 68
-    return build_stac_cube(items, patch_tile, assets=["NDVI", "CLM", "IS_DATA", "B04", "B08"], chunk_px=40)
+    return build_stac_cube(
+        items, patch_tile, assets=["NDVI", "CLM", "IS_DATA", "B04", "B08"], chunk_px=40
+    )
 
 
 def test_cube_keeps_native_dtypes_and_grid(full_cube, patch_tile):
@@ -75,4 +81,6 @@ def test_interpolation_at_observed_dates_returns_observations(full_cube):
 
 def test_timestamps_carried_from_items(full_cube, sample_dir):
     items = json.loads((sample_dir / "items" / "20170101T100407" / "item.json").read_text())
-    assert np.datetime64(items["properties"]["datetime"].rstrip("Z"), "ns") in full_cube["time"].values
+    assert (
+        np.datetime64(items["properties"]["datetime"].rstrip("Z"), "ns") in full_cube["time"].values
+    )
