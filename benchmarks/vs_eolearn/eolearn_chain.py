@@ -198,8 +198,8 @@ def run(inputs: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     return info
 
 
-def write_inputs(n: int, out: Path) -> None:
-    """Write patches ``0..n-1`` as EOPatches (eo-learn's own format) under ``out``."""
+def write_inputs(n: int, out: Path, start: int = 0, step: int = 1) -> None:
+    """Write patches ``start, start + step, ... < n`` as EOPatches (eo-learn's format) under ``out``."""
     from eolearn.core import EOPatch, FeatureType, OverwritePermission
     from sentinelhub import CRS, BBox
 
@@ -207,7 +207,7 @@ def write_inputs(n: int, out: Path) -> None:
     times = [
         dt.datetime.fromisoformat(str(t)) for t in common.times_of(base).astype("datetime64[s]")
     ]
-    for k in range(n):
+    for k in range(start, n, step):
         path = out / common.tile_id(k)
         if (path / ".complete").exists():
             continue
@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("write-inputs")
     w.add_argument("--n", type=int, required=True)
     w.add_argument("--out", type=Path, required=True)
+    w.add_argument("--start", type=int, default=0)
+    w.add_argument("--step", type=int, default=1)
     r = sub.add_parser("run")
     r.add_argument("--inputs", type=Path, required=True)
     r.add_argument("--n", type=int, required=True)
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "write-inputs":
-        write_inputs(args.n, args.out)
+        write_inputs(args.n, args.out, args.start, args.step)
     elif args.cmd == "run":
         info = run(args.inputs, args.n, args.workers, args.out, args.result)
         if info["failed"]:

@@ -1,0 +1,263 @@
+"""``report``: the newest (or a given) results file -> ``benchmarks/vs_eolearn/RESULTS.md``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from benchmarks.vs_eolearn import common
+
+GIB = 2**30
+MB = 1e6
+
+NOTES = """\
+## How the two chains are set up (read before the numbers)
+
+* **Inputs** (identical, checked bit for bit): the real 101 x 100 px x 68-date Slovenia patch
+  (NDVI, CLM, IS_DATA from `data/sample/`, else `../shared/data/eolearn-example`) and the real
+  `LULC.gpkg` rasterised onto it, mirror-tiled (`numpy.pad(mode="symmetric")` repeated, so no
+  value is invented) into 500 x 500 px patches; patch *k* starts at offset `(37k mod 202,
+  59k mod 200)`, so patches differ. The mirroring makes both systems' compression look better
+  than on real scenes (the data repeat every 200 px).
+* **Synthetic bands**: NDWI and NDBI need B03/B08/B11, which the sample only has for 10 of the 68
+  dates. They are **synthetic**, a deterministic model of the real NDVI, the real cloud mask and
+  the season (`benchmarks/vs_eolearn/common.py::synthetic_bands`, quantised to 1e-4), labelled
+  `synthetic` in the cube attributes. NDVI is the real band (neither system recomputes it).
+* **Chain** (both): NDWI, NDBI -> IS_VALID = IS_DATA & ~CLM and VALID_COUNT -> merge of
+  NDVI, NDWI, NDBI, B03, B08, B11 -> drop frames with valid fraction <= 0.8 -> masked linear
+  interpolation onto 25 instants (2017-01-01 + 15 k days) -> erosion of each class ->
+  save features -> fraction sampling 0.25 of each class of the eroded labels, class 0 excluded
+  -> save samples.
+* **eo-learn 1.5.7** runs in its own venv (`benchmarks/.work/venv-eolearn`, with numba and
+  scikit-learn, which it needs but does not declare) through `EOExecutor` (one process per
+  worker; `workers=1` runs in the main process). Erosion is **`ErosionTask(disk_radius=3)`**: in
+  1.5.7 the radius is passed to OpenCV as the *kernel size*, so `disk_radius=1` is a 1x1 kernel
+  that erodes nothing, and 3 gives the 3x3 cross = the seed's radius-1 disk. OpenCV never erodes
+  array-edge pixels. `LinearInterpolationTask(scale_time=1)` (seconds): the default 3600 rounds
+  acquisition times to whole hours from the first one, which moves values by up to ~1e-3 and
+  would make a 1e-5 comparison meaningless; the work is the same. eo-learn saves its
+  interpolation in float64 (gzip level 1, its only npy mode in 1.5.7); its output bytes count it.
+* **Grid instants**: eo-learn labels its grid with midnight dates but evaluates it at the first
+  acquisition's time of day (2017-01-01T10:00:08 + 15 k days). eoflow is evaluated at those same
+  instants here (its own `regular_grid` is at midnight), so values are compared like for like.
+* **eoflow** runs `eoflow.stages.features.tile_features` (ops `masks`, `indices`, `temporal`,
+  `morphology`) and `eoflow.stages.sample.sample_tile` on a dask.distributed `LocalCluster`
+  (`eoflow.cluster.connect`, n workers x 1 thread, processes), 8 patches per batch, inputs and
+  outputs in Zarr v3 (eoflow's default codec: zstd). **Edge rule**: erosion uses `map_overlap`
+  with depth = radius, so chunk edges never act as borders; the array edge is padded by
+  replication, so (as with OpenCV) it never erodes a pixel by itself.
+* **Measurement**: each system runs as a fresh process tree (interpreter start, imports, cluster
+  or executor start-up included). Wall = spawn to exit; CPU = user + system of the whole tree
+  (`getrusage(RUSAGE_CHILDREN)`, cross-checked with psutil); peak RSS (tree) = largest sum of RSS
+  over the tree, polled every 50 ms (an upper bound: shared pages count once per process); peak
+  RSS (largest process) = the "per worker" figure. Throughput = input pixel-dates (patches x
+  500 x 500 x 68) / wall / workers. BLAS/OpenMP/numba pools are pinned to 1 thread in both.
+  Per-stage times are seconds of worker compute per patch: eo-learn from `EOExecutor`'s node
+  stats; eoflow from the Dask task stream, where Dask fuses neighbouring tasks (a fused task is
+  charged to its heaviest recognised step, e.g. the Zarr write fused behind the interpolation
+  counts as interpolation; unrecognised glue such as `getitem`/`concatenate` is "other").
+"""
+
+
+def load(path: Path | None = None) -> tuple[Path, list[dict]]:
+    """The records of ``path`` or of the newest results file."""
+    if path is None:
+        files = sorted((common.WORK / "results").glob("*.jsonl"))
+        if not files:
+            raise SystemExit("no results yet: run `python -m benchmarks.vs_eolearn run` first")
+        path = files[-1]
+    return path, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _med(vals: list[float]) -> float:
+    return statistics.median(vals) if vals else float("nan")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{b / a:.2f}" if a and a == a and b == b else "-"
+
+
+def _fmt(v: float, nd: int = 1) -> str:
+    return "-" if v != v else f"{v:.{nd}f}"
+
+
+def summarise(runs: list[dict]) -> dict[int, dict[str, dict]]:
+    """Median of each metric per (size, system) over the repeats."""
+    out: dict[int, dict[str, dict]] = {}
+    for n in sorted({r["patches"] for r in runs}):
+        out[n] = {}
+        for system in ("eo-learn", "eoflow"):
+            rs = [r for r in runs if r["patches"] == n and r["system"] == system and r["ok"]]
+            if not rs:
+                continue
+            stages = {
+                st: _med([r["stage_seconds"].get(st, 0.0) for r in rs]) / n for st in common.STAGES
+            }
+            out[n][system] = {
+                "runs": len(rs),
+                "walls": [round(r["wall_s"], 1) for r in rs],
+                "workers": rs[0]["workers"],
+                "wall_s": _med([r["wall_s"] for r in rs]),
+                "cpu_s": _med([r["cpu_s"] for r in rs]),
+                "peak_tree_gib": _med([r["peak_tree_rss"] for r in rs]) / GIB,
+                "peak_proc_gib": _med([r["peak_proc_rss"] for r in rs]) / GIB,
+                "output_mb": _med([r["output_bytes"] for r in rs]) / MB,
+                "mpx_s_core": _med([r["throughput_px_dates_per_s_per_core"] for r in rs]) / 1e6,
+                "stages": stages,
+            }
+    return out
+
+
+def _size_table(n: int, s: dict[str, dict]) -> list[str]:
+    el, ef = s.get("eo-learn"), s.get("eoflow")
+    if not el or not ef:
+        return [f"(size {n}: a system failed; see the JSON lines)", ""]
+    w = el["workers"]
+    rep = f"median of {el['runs']}" if el["runs"] > 1 else "one run"
+    lines = [
+        f"### {n} patch{'es' if n > 1 else ''}, {w} worker{'s' if w > 1 else ''} ({rep})",
+        "",
+        "| metric | eo-learn 1.5.7 | eoflow | eoflow / eo-learn |",
+        "|---|---:|---:|---:|",
+    ]
+    rows = [
+        ("wall time (s)", "wall_s", 1),
+        ("CPU time, whole tree (s)", "cpu_s", 1),
+        ("peak RSS, process tree (GiB)", "peak_tree_gib", 2),
+        ("peak RSS, largest process (GiB)", "peak_proc_gib", 2),
+        ("output (MB)", "output_mb", 1),
+        ("throughput (M pixel-dates / s / core)", "mpx_s_core", 3),
+    ]
+    for label, key, nd in rows:
+        lines.append(f"| {label} | {_fmt(el[key], nd)} | {_fmt(ef[key], nd)} | "
+                     f"{_ratio(el[key], ef[key])} |")  # fmt: skip
+    for st in common.STAGES:
+        a, b = el["stages"][st], ef["stages"][st]
+        if a == 0 and b == 0:
+            continue
+        lines.append(f"| stage {st} (worker s / patch) | {a:.2f} | {b:.2f} | {_ratio(a, b)} |")
+    if el["runs"] > 1:
+        lines.append(f"| wall of each run (s) | {el['walls']} | {ef['walls']} | |")
+    lines.append("")
+    return lines
+
+
+def _checks_table(checks: list[dict]) -> list[str]:
+    lines = [
+        "| patches | inputs equal | NDWI/NDBI equal | VALID_COUNT equal | interpolation max abs diff "
+        "(<= 1e-5) | cells NaN in eo-learn only | erosion equal (pixels eroded) | samples per class "
+        "equal (totals eo-learn / eoflow) |",
+        "|---:|---|---|---|---|---:|---|---|",
+    ]
+    for c in checks:
+        if "error" in c:
+            lines.append(f"| {c['patches']} | check failed: {c['error']} | | | | | | |")
+            continue
+        outs = list(c["outputs"].values())
+        imax = max(o["interpolation"]["max_abs_diff"] for o in outs)
+        nan_only = sum(
+            v["n_nan_eolearn_only"]
+            for o in outs
+            for v in o["interpolation"]["per_feature"].values()
+        )
+        ero = all(o["erosion"]["ok"] for o in outs)
+        eroded = [o["erosion"]["pixels_eroded_eoflow"] for o in outs]
+        tot = c["sample_totals"]
+        lines.append(
+            f"| {c['patches']} | {_yn(all(v['ok'] for v in c['inputs'].values()))} "
+            f"| {_yn(c['indices']['ok'])} | {_yn(all(o['valid_count']['ok'] for o in outs))} "
+            f"| {imax:.1e} ({_yn(imax <= 1e-5)}) | {nan_only} | {_yn(ero)} ({eroded}) "
+            f"| {_yn(tot['ok'])} ({sum(tot['eolearn'].values())} / {sum(tot['eoflow'].values())}) |"
+        )
+    lines += [
+        "",
+        "Checked patches: first and last of each size. 'cells NaN in eo-learn only': eo-learn "
+        "returns NaN after a pixel's last valid observation (here every pixel at the last grid "
+        "instants, after the last kept acquisition), eoflow holds the last valid value; these "
+        "cells are excluded from the max abs diff and counted instead.",
+        "",
+    ]
+    return lines
+
+
+def _yn(ok: bool) -> str:
+    return "yes" if ok else "**NO**"
+
+
+def render(path: Path, records: list[dict]) -> str:
+    """The markdown of ``RESULTS.md``."""
+    ctx = next((r for r in records if r.get("record") == "context"), {})
+    runs = [r for r in records if r.get("record") == "run"]
+    checks = [r for r in records if r.get("record") == "checks"]
+    summary = summarise(runs)
+    m, v = ctx.get("machine", {}), ctx.get("versions", {})
+    el_v = v.get("eolearn_venv", {})
+    lines = [
+        "# eoflow vs eo-learn 1.5.7 on the seed's chain",
+        "",
+        "Made by `python -m benchmarks.vs_eolearn all` (or `make bench`); see "
+        "`benchmarks/vs_eolearn/__main__.py` for `--sizes`/`--repeats`.",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gb', '?')} GiB "
+        f"RAM, {m.get('platform', '?')}; load average at start {m.get('load_avg_at_start')}. "
+        f"Run {ctx.get('at', '?')} at commit {ctx.get('git_commit', '?')}. eoflow "
+        f"{v.get('eoflow')} (dask {v.get('dask')}, xarray {v.get('xarray')}, zarr {v.get('zarr')}, "
+        f"numba {v.get('numba')}, numpy {v.get('numpy')}); eo-learn {el_v.get('eo-learn')} "
+        f"(numpy {el_v.get('numpy')}, numba {el_v.get('numba')}, OpenCV "
+        f"{el_v.get('opencv-python-headless')}).",
+        "",
+    ]
+    load = m.get("load_avg_at_start") or [0]
+    if m.get("cores") and load[0] > 0.5 * m["cores"]:
+        lines += [
+            f"> **Noisy run**: the load average was {load[0]} on {m['cores']} cores when it "
+            "started (other jobs on the machine); absolute times are inflated and ratios are "
+            "only indicative. Rerun on a quiet machine for the published table.",
+            "",
+        ]
+    lines += ["## Summary", ""]
+    lines += [
+        "| patches | workers | wall eo-learn (s) | wall eoflow (s) | throughput eo-learn "
+        "(M px-dates/s/core) | throughput eoflow | speed-up | peak RSS tree eo-learn / eoflow (GiB) "
+        "| largest process eo-learn / eoflow (GiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for n, s in summary.items():
+        el, ef = s.get("eo-learn"), s.get("eoflow")
+        if not el or not ef:
+            continue
+        lines.append(
+            f"| {n} | {el['workers']} | {el['wall_s']:.1f} | {ef['wall_s']:.1f} "
+            f"| {el['mpx_s_core']:.3f} | {ef['mpx_s_core']:.3f} "
+            f"| {ef['mpx_s_core'] / el['mpx_s_core']:.1f}x "
+            f"| {el['peak_tree_gib']:.2f} / {ef['peak_tree_gib']:.2f} "
+            f"| {el['peak_proc_gib']:.2f} / {ef['peak_proc_gib']:.2f} |"
+        )
+    lines += ["", "## Per size", ""]
+    for n, s in summary.items():
+        lines += _size_table(n, s)
+    lines += ["## Same results?", ""]
+    lines += _checks_table(checks) if checks else ["(no checks recorded)", ""]
+    lines += [NOTES]
+    lines += [
+        "## Raw records (JSON lines; the first is the context)",
+        "",
+        f"From `{path.relative_to(common.ROOT) if path.is_relative_to(common.ROOT) else path}`.",
+        "",
+        "```jsonl",
+    ]
+    for r in records:
+        slim = {k: val for k, val in r.items() if k not in ("log_tail",)}
+        lines.append(json.dumps(slim, default=str))
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def report(path: Path | None = None, out: Path = common.RESULTS_MD) -> Path:
+    """Write ``RESULTS.md`` from a results file (the newest by default)."""
+    path, records = load(path)
+    out.write_text(render(path, records))
+    print(f"report: {out}", file=sys.stderr)
+    return out
