@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ def connect(cfg: ClusterConfig, *, address: str | None = None, quiet: bool = Fal
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=threads, processes=True, host="127.0.0.1",
                 dashboard_address=cfg.dashboard_address, memory_limit=cfg.memory_limit,
-                silence_logs=40,
+                silence_logs=logging.CRITICAL,
             )  # fmt: skip
             client = Client(cluster)
         if not quiet:

@@ -118,6 +118,7 @@ def run_pipeline(
             _forget(out)
         for stage in order:
             ctx.timed(stage, lambda s=stage: _STAGE_FUNCS[s](ctx))
+            _require_tiles(ctx, stage)
             if not ctx.changed:
                 continue
             ctx.save_status()
@@ -138,6 +139,17 @@ def run_pipeline(
                 extra={"tile_status": ctx.status},
             )
     return ctx
+
+
+def _require_tiles(ctx: RunContext, stage: str) -> None:
+    """Stop with the first tile error when every tile has failed."""
+    from eoflow.errors import DataError
+
+    if ctx.tiles and not ctx.ok_tiles():
+        ctx.save_status()
+        first = next(iter(ctx.status.values()))
+        raise DataError(f"every tile failed in stage {first.get('stage', stage)}; first error: {first.get('error')}",
+                        f"see {ctx.out / 'tiles.json'}")  # fmt: skip
 
 
 def _forget(out: Path) -> None:

@@ -15,7 +15,8 @@ def interp_masked(values, valid, src_t, dst_t):
     ``values`` (n, t) float32 (time last, contiguous), ``valid`` (n, t) bool, ``src_t`` (t,)
     increasing float64, ``dst_t`` (k,) increasing float64. Returns ``(out (n, k) float32,
     n_valid (n,) int32)``. Outside the valid range the nearest valid value is held
-    (``numpy.interp`` semantics); rows with no valid entry are NaN.
+    (``numpy.interp`` semantics); rows with no valid entry are NaN. Non-finite values (NaN,
+    inf) never count as observations.
     """
     n, t = values.shape
     k = dst_t.shape[0]
@@ -27,7 +28,7 @@ def interp_masked(values, valid, src_t, dst_t):
         m = 0
         for i in range(t):
             v = values[p, i]
-            if valid[p, i] and v == v:
+            if valid[p, i] and np.isfinite(v):
                 tt[m] = src_t[i]
                 tv[m] = v
                 m += 1

@@ -152,6 +152,44 @@ def search_items(
     return ItemSet(items=tuple(unique), static_assets=static, source=catalog)
 
 
+def preflight_assets(itemset: ItemSet, assets: list[str] | None, *, threads: int = 16) -> int:
+    """Open the header of every asset file the run will read; refuse bad ones before any graph.
+
+    Catches zero-byte, non-TIFF (e.g. an HTML error page), indirection drivers (VRT) and missing
+    CRS. Files that are truncated after a valid header are caught when read (the tile fails).
+
+    Returns
+    -------
+    int
+        Number of files checked.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eoflow.sources.rasters import open_raster
+
+    wanted = set(assets or itemset.asset_info())
+    jobs = [
+        (i["id"], k, a["href"])
+        for i in itemset.items
+        for k, a in i["assets"].items()
+        if k in wanted
+    ]
+
+    def check(job):
+        item_id, key, href = job
+        try:
+            with open_raster(href):
+                return None
+        except InputError as exc:
+            return InputError(f"asset {key} of item {item_id}: {exc.message}", exc.hint)
+
+    with ThreadPoolExecutor(threads) as pool:
+        for err in pool.map(check, jobs):
+            if err is not None:
+                raise err
+    return len(jobs)
+
+
 def _fill_for(dtype: str, nodata) -> object:
     if nodata is not None and not (isinstance(nodata, str) and nodata.lower() == "nan"):
         return np.dtype(dtype).type(nodata)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import traceback
@@ -15,6 +16,10 @@ from eoflow.errors import EoflowError
 from eoflow.geo.tiles import Tile
 
 __all__ = ["RunContext"]
+
+_READ_ERROR = re.compile(
+    r"Error reading Window\(col_off=(\d+), row_off=(\d+), width=(\d+), height=(\d+)\) from '([^']+)': (.*?)(?:\"\)|$)"
+)
 
 
 @dataclass
@@ -31,6 +36,7 @@ class RunContext:
     quiet: bool = False
     source_info: dict = field(default_factory=dict)
     changed: bool = False
+    href_index: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def chash(self) -> str:
@@ -52,7 +58,7 @@ class RunContext:
 
     def mark_failed(self, tile: Tile, stage: str, exc: BaseException) -> None:
         """Record a tile's failure; the run goes on with the others."""
-        msg = exc.one_line() if isinstance(exc, EoflowError) else f"{type(exc).__name__}: {exc}"
+        msg = exc.one_line() if isinstance(exc, EoflowError) else self.describe(exc)
         self.status[tile.tile_id] = {
             "state": "failed",
             "stage": stage,
@@ -64,6 +70,17 @@ class RunContext:
             (self.out / "logs" / f"{stage}-{tile.tile_id}.txt").write_text(
                 "".join(traceback.format_exception(exc))
             )
+
+    def describe(self, exc: BaseException) -> str:
+        """One line for a failure, naming the asset, item and window of a failed read."""
+        text = " ".join(str(exc).split())
+        m = _READ_ERROR.search(text)
+        if m:
+            col, row, w, h, href, why = m.groups()
+            item, asset = self.href_index.get(href, ("?", "?"))
+            return (f"cannot read asset {asset} of item {item} ({href}), window col {col} row {row} "
+                    f"size {w}x{h}: {why.strip()} -- the file is corrupt or truncated; replace it and rerun with --resume")  # fmt: skip
+        return f"{type(exc).__name__}: {text}"
 
     def mark_ok(self, tile: Tile, stage: str) -> None:
         """Record a tile as done through ``stage``."""

@@ -8,6 +8,7 @@ import xarray as xr
 
 from eoflow.config import GeoTiffSource, GpkgRasterSource, RunConfig, StacSource, SyntheticSource
 from eoflow.cube.store import write_tile
+from eoflow.errors import InputError
 from eoflow.geo.tiles import Tile
 from eoflow.stages._runner import run_tiles
 from eoflow.stages.context import RunContext
@@ -29,13 +30,23 @@ def open_source(cfg: RunConfig, tiles: list[Tile]) -> tuple[Callable[[Tile], xr.
     src, chunk = cfg.source, cfg.grid.chunk_px
     if isinstance(src, StacSource):
         from eoflow.cube.build import build_stac_cube
-        from eoflow.sources.stac import search_items
+        from eoflow.sources.stac import preflight_assets, search_items
 
         items = search_items(
             src.catalog, start=cfg.start, end=cfg.end, bbox_ll=_bbox_ll(tiles),
             collections=src.collections, max_cloud_cover=src.max_cloud_cover,
         )  # fmt: skip
+        if not items.items:
+            raise InputError(
+                f"no Item of {src.catalog} falls in {cfg.start}..{cfg.end} over the AOI",
+                "check the dates, the AOI and source.collections",
+            )
+        _check_footprints(items, tiles, src.catalog)
+        preflight_assets(items, src.assets)
         info = {"kind": "stac", "catalog": src.catalog, "items": [i["id"] for i in items.items]}
+        info["href_index"] = {
+            a["href"]: (i["id"], k) for i in items.items for k, a in i["assets"].items()
+        }
 
         def build(tile: Tile) -> xr.Dataset:
             return build_stac_cube(
@@ -77,6 +88,19 @@ def open_source(cfg: RunConfig, tiles: list[Tile]) -> tuple[Callable[[Tile], xr.
     raise AssertionError(f"unknown source {src!r}")  # pragma: no cover - pydantic guards this
 
 
+def _check_footprints(items, tiles: list[Tile], catalog: str) -> None:
+    """Refuse an AOI that no Item footprint touches (before any graph is built)."""
+    import shapely
+    from shapely.geometry import shape
+
+    bbox = shapely.box(*_bbox_ll(tiles))
+    if not any(shape(i["geometry"]).intersects(bbox) for i in items.items if i.get("geometry")):
+        raise InputError(
+            f"the AOI (lon/lat {tuple(round(v, 4) for v in bbox.bounds)}) lies outside every Item of {catalog}",
+            "check the AOI's CRS and extent against the data",
+        )
+
+
 def _in_range(ds: xr.Dataset, cfg: RunConfig) -> xr.Dataset:
     import numpy as np
 
@@ -88,6 +112,7 @@ def _in_range(ds: xr.Dataset, cfg: RunConfig) -> xr.Dataset:
 def run_ingest(ctx: RunContext) -> list[Tile]:
     """Write every tile's cube to ``cube.zarr`` (skipping finished tiles)."""
     build, info = open_source(ctx.cfg, ctx.ok_tiles())
+    ctx.href_index = info.pop("href_index", {})
     ctx.source_info = info
     store = ctx.path("cube.zarr")
 
