@@ -66,6 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"eoflow: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if args.debug:
+            traceback.print_exc()
+        if exc.errno == 28:  # ENOSPC
+            print(f"eoflow: error: disk full while writing {exc.filename or 'outputs'} -- free space, "
+                  "then rerun with --resume (finished tiles are kept)", file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"eoflow: error: {exc.strerror or exc}: {exc.filename or ''} -- check the path and permissions",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print("eoflow: interrupted; rerun with --resume to finish what is missing", file=sys.stderr)
         return 130

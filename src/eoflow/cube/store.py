@@ -32,11 +32,16 @@ def _ledger_path(store: Path, tile_id: str) -> Path:
     return Path(store).parent / "ledger" / Path(store).stem / f"{tile_id}.json"
 
 
+def _tile_files(store: Path, tile_id: str) -> list[Path]:
+    root = Path(store) / tile_id
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
 def tile_checksum(store: Path, tile_id: str) -> str:
     """SHA-256 over the names and bytes of every file of the tile's group."""
     h = hashlib.sha256()
     root = Path(store) / tile_id
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in _tile_files(store, tile_id):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -49,6 +54,7 @@ def write_ledger(store: Path, tile_id: str, *, config_hash: str, extra: dict | N
         "store": Path(store).name,
         "config_hash": config_hash,
         "checksum": tile_checksum(store, tile_id),
+        "n_files": len(_tile_files(store, tile_id)),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
@@ -67,9 +73,11 @@ def read_ledger(store: Path, tile_id: str) -> dict | None:
 
 
 def is_done(store: Path, tile_id: str, config_hash: str) -> bool:
-    """True when the tile has a ledger entry for this config."""
+    """True when the tile has a ledger entry for this config and none of its files is missing."""
     entry = read_ledger(store, tile_id)
-    return entry is not None and entry.get("config_hash") == config_hash
+    if entry is None or entry.get("config_hash") != config_hash:
+        return False
+    return entry.get("n_files") is None or len(_tile_files(store, tile_id)) == entry["n_files"]
 
 
 def _encoding(ds: xr.Dataset) -> dict:
@@ -115,6 +123,13 @@ def open_tile(store: Path, tile_id: str, *, check: dict | None = None) -> xr.Dat
         raise DataError(
             f"tile {tile_id} of {store} is missing or was not completely written",
             "rerun the stage that writes it (use --resume)",
+        )
+    entry = read_ledger(store, tile_id)
+    have = len(_tile_files(store, tile_id))
+    if entry.get("n_files") is not None and have != entry["n_files"]:
+        raise DataError(
+            f"tile {tile_id} of {store} has {have} of its {entry['n_files']} files (chunks missing)",
+            "rerun the stage that writes it with --resume; missing chunks are never read as fill values",
         )
     ds = xr.open_zarr(store, group=tile_id, consolidated=False, decode_coords="all")
     if check and check.get("checksum") != tile_checksum(store, tile_id):

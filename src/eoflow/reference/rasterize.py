@@ -29,6 +29,8 @@ class ReferenceLayer:
     frame: object  # dask_geopandas.GeoDataFrame
     bounds: np.ndarray  # (npartitions, 4) in the layer CRS
     crs: str
+    repairs: list = None  # (fid, what was done) for each broken geometry
+    parts: list = None  # one dask.delayed GeoDataFrame per partition (the frame's partitions)
 
 
 def open_reference(
@@ -56,16 +58,69 @@ def open_reference(
             f"reference layer {layer!r} of {path} has no column {value_column!r}",
             f"columns: {list(info['fields'])}",
         )
-    n = max(1, int(np.ceil(info["features"] / _FEATURES_PER_PARTITION)))
-    frame = dask_geopandas.read_file(path, layer=layer, npartitions=n)
-    bounds = np.array(dask.compute(*[dask.delayed(_part_bounds)(p) for p in frame.to_delayed()]))
-    return ReferenceLayer(path, layer, value_column, frame, bounds.reshape(-1, 4), str(info["crs"]))
+    import dask.dataframe as dd
+    import geopandas as gpd
+    import pandas as pd
+
+    n_feat = int(info["features"])
+    n = max(1, int(np.ceil(n_feat / _FEATURES_PER_PARTITION)))
+    size = max(1, -(-n_feat // n))
+    parts = [
+        dask.delayed(_read_partition)(path, layer, value_column, i * size, size) for i in range(n)
+    ]
+    meta = gpd.GeoDataFrame({value_column: pd.Series([], dtype="int64")},
+                            geometry=gpd.GeoSeries([], crs=info["crs"]), crs=info["crs"])  # fmt: skip
+    meta.index.name = "fid"
+    frame = dask_geopandas.from_dask_dataframe(dd.from_delayed(parts, meta=meta, verify_meta=False))
+    scans = dask.compute(*[dask.delayed(_scan_partition)(p) for p in parts])
+    bounds = np.array([s[0] for s in scans]).reshape(-1, 4)
+    layer_ref = ReferenceLayer(path, layer, value_column, frame, bounds, str(info["crs"]))
+    layer_ref.repairs = [r for s in scans for r in s[1]]
+    layer_ref.parts = parts
+    return layer_ref
 
 
-def _part_bounds(part) -> tuple[float, float, float, float]:
+def _read_partition(path: str, layer: str, value_column: str, skip: int, count: int):
+    """One partition, tolerant of broken geometries: each is fixed or dropped, never the layer."""
+    import geopandas as gpd
+    import pyogrio.raw
+    import shapely
+
+    meta, fids, geoms, fields = pyogrio.raw.read(
+        path, layer=layer, columns=[value_column], skip_features=skip, max_features=count,
+        return_fids=True,
+    )  # fmt: skip
+    wkb = np.asarray(geoms, dtype=object)
+    strict = shapely.from_wkb(wkb, on_invalid="ignore")
+    parsed = shapely.from_wkb(wkb, on_invalid="fix")
+    notes = []
+    for i, g in enumerate(parsed):
+        if strict[i] is None and g is not None and not g.is_empty:
+            notes.append((int(fids[i]), "repaired (unclosed ring closed)"))
+        if wkb[i] is None or g is None or g.is_empty:
+            notes.append((int(fids[i]), "dropped (missing or unreadable geometry)"))
+            parsed[i] = None
+        elif not g.is_valid:
+            parsed[i] = shapely.make_valid(g)
+            notes.append((int(fids[i]), f"repaired ({shapely.is_valid_reason(g)})"))
+    values = np.asarray(fields[0])
+    gdf = gpd.GeoDataFrame({value_column: values}, geometry=parsed, crs=meta["crs"],
+                           index=pd_index(fids))  # fmt: skip
+    gdf.attrs["repairs"] = notes
+    return gdf[gdf.geometry.notna()]
+
+
+def pd_index(fids):
+    import pandas as pd
+
+    return pd.Index(np.asarray(fids, dtype="int64"), name="fid")
+
+
+def _scan_partition(part) -> tuple[tuple[float, float, float, float], list]:
+    notes = list(part.attrs.get("repairs", []))
     if len(part) == 0:
-        return (np.inf, np.inf, -np.inf, -np.inf)
-    return tuple(part.total_bounds)
+        return (np.inf, np.inf, -np.inf, -np.inf), notes
+    return tuple(part.total_bounds), notes
 
 
 def _tile_bounds_in(tile: Tile, crs: str) -> tuple[float, float, float, float]:
@@ -88,7 +143,7 @@ def _burn(parts, tile: Tile, value_column: str, dtype: str) -> np.ndarray:
         return out
     gdf = pd.concat(frames).to_crs(tile.crs)
     gdf = gdf[gdf.intersects(shapely.box(*tile.bounds))]
-    geoms = shapely.make_valid(gdf.geometry.values)
+    geoms = gdf.geometry.values
     shapes = [(g, int(v)) for g, v in zip(geoms, gdf[value_column].to_numpy()) if not g.is_empty]
     if shapes:
         rasterize(shapes, out=out, transform=tile.affine, all_touched=False)
@@ -112,7 +167,7 @@ def rasterize_tile(
         & (ref.bounds[:, 1] <= t)
         & (ref.bounds[:, 3] >= b)
     )
-    parts = [ref.frame.get_partition(int(i)).to_delayed()[0] for i in hit]
+    parts = [ref.parts[int(i)] for i in hit]
     task = dask.delayed(_burn)(parts, tile, ref.value_column, dtype)
     arr = da.from_delayed(task, tile.shape, dtype=dtype).rechunk((chunk_px, chunk_px))
     return xr.DataArray(

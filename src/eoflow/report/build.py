@@ -108,6 +108,16 @@ def render_html(
         state = st.get("state", "not run")
         parts.append(f"<tr><td class=l>{t.tile_id}</td><td class='l {state}'>{state}</td>"
                      f"<td class=l>{st.get('stage', '')}</td><td class=l>{html.escape(st.get('error', ''))}</td></tr>")  # fmt: skip
+    repairs_path = ctx.out / "reference_repairs.json"
+    repairs = json.loads(repairs_path.read_text()) if repairs_path.exists() else []
+    if repairs:
+        parts.append(
+            "</table><h2>Reference repairs</h2><table><tr><th>feature id</th><th class=l>action</th></tr>"
+        )
+        parts.extend(
+            f"<tr><td>{r['fid']}</td><td class=l>{html.escape(r['action'])}</td></tr>"
+            for r in repairs
+        )
     parts.append(
         "</table><h2>Classes</h2><table><tr><th>id</th><th class=l>name</th><th class=l>colour</th></tr>"
     )

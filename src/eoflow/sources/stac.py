@@ -10,6 +10,7 @@ pass ``snap_bounds=False`` with bounds grown by a quarter pixel to get exactly t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,10 @@ import xarray as xr
 
 from eoflow.errors import InputError
 
-__all__ = ["ItemSet", "search_items", "stack_items"]
+__all__ = ["ItemSet", "preflight_assets", "search_items", "stack_items"]
+
+#: Names that become Zarr variables/paths: no separators, no leading dot.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,10 @@ def stack_items(
 
     info = itemset.asset_info()
     wanted = assets or sorted(info)
+    bad = [a for a in wanted if not _SAFE_NAME.match(a)]
+    if bad:
+        raise InputError(f"asset key(s) {bad} of {itemset.source} are not safe variable names",
+                         "asset keys may use letters, digits, '_', '-', '.' only")  # fmt: skip
     missing = [a for a in wanted if a not in info]
     if missing:
         raise InputError(

@@ -37,6 +37,7 @@ class RunContext:
     source_info: dict = field(default_factory=dict)
     changed: bool = False
     href_index: dict[str, tuple[str, str]] = field(default_factory=dict)
+    reference_repairs: list[dict] = field(default_factory=list)
 
     @property
     def chash(self) -> str:

@@ -7,6 +7,8 @@ writes the tile.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import xarray as xr
 
@@ -108,6 +110,10 @@ def run_features(ctx: RunContext) -> list[Tile]:
     ref = open_reference(
         cfg.reference.path, layer=cfg.reference.layer, value_column=cfg.reference.value_column
     )
+    for fid, what in ref.repairs or []:
+        ctx.log(f"reference {cfg.reference.path}: feature {fid} {what}")
+    ctx.reference_repairs = [{"fid": f, "action": a} for f, a in ref.repairs or []]
+    (ctx.out / "reference_repairs.json").write_text(json.dumps(ctx.reference_repairs, indent=2))
     cube_store, store = ctx.path("cube.zarr"), ctx.path("features.zarr")
     cubes: dict[str, xr.Dataset] = {}
     keeps: dict[str, np.ndarray] = {}
