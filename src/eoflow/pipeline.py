@@ -112,6 +112,7 @@ def run_pipeline(
     ctx.load_status()
     ctx.log(f"{len(tiles)} tile(s) of {cfg.grid.tile_size_px} px; run directory {out}")
     order = [s for s in STAGES if s in stages]
+    preflight(ctx, order)
     with _lock(out), connect(cfg.cluster, address=scheduler, quiet=quiet) as client:
         ctx.client = client
         if not resume:
@@ -139,6 +140,23 @@ def run_pipeline(
                 extra={"tile_status": ctx.status},
             )
     return ctx
+
+
+def preflight(ctx: RunContext, order: list[str]) -> None:
+    """Check the inputs the stages will read before any cluster or graph exists."""
+    from eoflow.reference.classes import ClassTable
+    from eoflow.reference.rasterize import open_reference
+    from eoflow.stages.ingest import open_source
+
+    cfg = ctx.cfg
+    if "ingest" in order:
+        ctx.source = open_source(cfg, ctx.tiles)
+    if {"features", "sample", "report"} & set(order):
+        r = cfg.reference
+        ctx.reference = open_reference(r.path, layer=r.layer, value_column=r.value_column)
+        ClassTable.from_vector(r.path, layer=ctx.reference.layer, id_column=r.value_column,
+                               name_column=r.name_column, color_column=r.color_column,
+                               allow_unnamed=True)  # fmt: skip
 
 
 def _require_tiles(ctx: RunContext, stage: str) -> None:

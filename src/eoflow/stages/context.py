@@ -38,6 +38,8 @@ class RunContext:
     changed: bool = False
     href_index: dict[str, tuple[str, str]] = field(default_factory=dict)
     reference_repairs: list[dict] = field(default_factory=list)
+    source: tuple | None = None
+    reference: object = None
 
     @property
     def chash(self) -> str:

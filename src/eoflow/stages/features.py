@@ -107,7 +107,7 @@ def run_features(ctx: RunContext) -> list[Tile]:
 
     cfg, fcfg = ctx.cfg, ctx.cfg.features
     grid = regular_grid(cfg.start, cfg.end, fcfg.step_days)
-    ref = open_reference(
+    ref = ctx.reference or open_reference(
         cfg.reference.path, layer=cfg.reference.layer, value_column=cfg.reference.value_column
     )
     for fid, what in ref.repairs or []:

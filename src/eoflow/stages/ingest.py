@@ -111,9 +111,11 @@ def _in_range(ds: xr.Dataset, cfg: RunConfig) -> xr.Dataset:
 
 def run_ingest(ctx: RunContext) -> list[Tile]:
     """Write every tile's cube to ``cube.zarr`` (skipping finished tiles)."""
-    build, info = open_source(ctx.cfg, ctx.ok_tiles())
-    ctx.href_index = info.pop("href_index", {})
-    ctx.source_info = info
+    if ctx.source is None:
+        ctx.source = open_source(ctx.cfg, ctx.ok_tiles())
+    build, info = ctx.source
+    ctx.href_index = info.get("href_index", {})
+    ctx.source_info = {k: v for k, v in info.items() if k != "href_index"}
     store = ctx.path("cube.zarr")
 
     def writer(tile: Tile):
