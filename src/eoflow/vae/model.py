@@ -1,0 +1,344 @@
+"""Byte-level encoder-decoder transformer (ByT5-style) with a beta-VAE bottleneck.
+
+* Heavy encoder (ByT5's 3:1 encoder:decoder depth), pre-norm RMSNorm blocks, gated-GELU FFN,
+  untied LM head, no biases (T5.1.1).
+* Attention is :func:`torch.nn.functional.scaled_dot_product_attention`.  Positions are rotary
+  (RoPE) instead of T5's relative-position buckets: an additive bias would rule out the flash
+  kernel, RoPE keeps it (no mask at all for unpadded batches, ``is_causal`` in the decoder).
+* Bottleneck: masked mean of the encoder states -> ``mu, logvar`` -> ``z``.  The decoder's
+  cross-attention memory is *only* ``n_mem`` tokens projected from ``z`` (it never sees the encoder
+  states), and ``W z`` is added to every decoder input embedding (Optimus' "memory + embedding").
+* A seq-to-value head (MLP on ``mu`` or on the pooled states) for regression or classification.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eoflow.vae.tokenizer import EOS_ID, OFFSET, PAD_ID, SENTINEL_START, TASK_TEXT_ID, VOCAB_SIZE
+
+__all__ = ["PRESETS", "ByteVAE", "ModelConfig", "kl_per_dim", "model_config"]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`ByteVAE` (JSON-serialisable)."""
+
+    d_model: int = 64
+    d_kv: int = 16
+    n_heads: int = 4
+    d_ff: int = 128
+    n_enc_layers: int = 3
+    n_dec_layers: int = 1
+    latent_dim: int = 16
+    n_mem: int = 4
+    vocab_size: int = VOCAB_SIZE
+    dropout: float = 0.0
+    eps: float = 1e-6
+    rope_base: float = 10_000.0
+    z_to_embedding: bool = True
+    head_outputs: int = 0
+    head_task: Literal["regression", "classification"] = "regression"
+    head_input: Literal["mu", "pooled"] = "mu"
+    head_hidden: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict` (unknown keys raise ``TypeError``)."""
+        return cls(**d)
+
+
+#: Named sizes; ``byt5-small`` is ByT5-small's stack (d_model 1472, d_ff 3584, 12/4 layers, 6x64).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=64, d_kv=16, n_heads=4, d_ff=128, n_enc_layers=3, n_dec_layers=1),
+    "mini": dict(d_model=128, d_kv=32, n_heads=4, d_ff=256, n_enc_layers=3, n_dec_layers=1),
+    "small-cpu": dict(d_model=256, d_kv=32, n_heads=8, d_ff=640, n_enc_layers=6, n_dec_layers=2),
+    "byt5-small": dict(
+        d_model=1472,
+        d_kv=64,
+        n_heads=6,
+        d_ff=3584,
+        n_enc_layers=12,
+        n_dec_layers=4,
+        latent_dim=128,
+        n_mem=16,
+    ),
+}
+
+
+def model_config(preset: str = "tiny", **overrides: Any) -> ModelConfig:
+    """A :class:`ModelConfig` from a preset name plus overrides (``None`` values are ignored)."""
+    if preset not in PRESETS:
+        raise KeyError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+    kw = dict(PRESETS[preset])
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return ModelConfig(**kw)
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: scale only, no mean subtraction, computed in float32."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * self.weight.float()).to(x.dtype)
+
+
+def _rope(length: int, dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    ang = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
+    return ang.cos()[None, None], ang.sin()[None, None]
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with RoPE through SDPA."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.h, self.dk = cfg.n_heads, cfg.d_kv
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_kv, bias=False)
+        self.o = nn.Linear(cfg.n_heads * cfg.d_kv, cfg.d_model, bias=False)
+        self.p = cfg.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.h, self.dk).permute(2, 0, 3, 1, 4)
+        q, k = _apply_rope(q, *rope), _apply_rope(k, *rope)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.p if self.training else 0.0
+        )
+        return self.o(out.transpose(1, 2).reshape(b, n, self.h * self.dk))
+
+
+class CrossAttention(nn.Module):
+    """Attention from decoder states to the latent memory tokens (no positions)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.h, self.dk = cfg.n_heads, cfg.d_kv
+        self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.d_kv, bias=False)
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.n_heads * cfg.d_kv, bias=False)
+        self.o = nn.Linear(cfg.n_heads * cfg.d_kv, cfg.d_model, bias=False)
+        self.p = cfg.dropout
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        m = mem.shape[1]
+        q = self.q(x).view(b, n, self.h, self.dk).transpose(1, 2)
+        k, v = self.kv(mem).view(b, m, 2, self.h, self.dk).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0)
+        return self.o(out.transpose(1, 2).reshape(b, n, self.h * self.dk))
+
+
+class GatedGelu(nn.Module):
+    """T5.1.1 feed-forward: ``wo(gelu(wi_0 x) * wi_1 x)``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.wi = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
+        self.wo = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, lin = self.wi(x).chunk(2, dim=-1)
+        return self.wo(self.drop(F.gelu(gate, approximate="tanh") * lin))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm self-attention + FFN."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n1, self.n2 = RMSNorm(cfg.d_model, cfg.eps), RMSNorm(cfg.d_model, cfg.eps)
+        self.attn, self.ff = SelfAttention(cfg), GatedGelu(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.n1(x), rope, mask))
+        return x + self.drop(self.ff(self.n2(x)))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm causal self-attention, cross-attention to the latent memory, FFN."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n1, self.n2, self.n3 = (RMSNorm(cfg.d_model, cfg.eps) for _ in range(3))
+        self.attn, self.cross, self.ff = SelfAttention(cfg), CrossAttention(cfg), GatedGelu(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple, mem: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.n1(x), rope, None, causal=True))
+        x = x + self.drop(self.cross(self.n2(x), mem))
+        return x + self.drop(self.ff(self.n3(x)))
+
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per latent dimension, averaged over the batch (nats)."""
+    kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())
+    return kl.mean(0)
+
+
+class ByteVAE(nn.Module):
+    """Encoder-decoder over byte ids with a VAE bottleneck and an optional value head.
+
+    Parameters
+    ----------
+    cfg
+        Architecture.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.d_kv % 2:
+            raise ValueError(f"d_kv must be even for rotary positions, got {cfg.d_kv}")
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size, d)
+        self.enc = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_enc_layers))
+        self.enc_norm = RMSNorm(d, cfg.eps)
+        self.to_stats = nn.Linear(d, 2 * cfg.latent_dim)
+        self.z_to_mem = nn.Linear(cfg.latent_dim, cfg.n_mem * d)
+        self.mem_norm = RMSNorm(d, cfg.eps)
+        self.z_to_emb = nn.Linear(cfg.latent_dim, d) if cfg.z_to_embedding else None
+        self.dec = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_dec_layers))
+        self.dec_norm = RMSNorm(d, cfg.eps)
+        self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.head: nn.Module | None = None
+        if cfg.head_outputs:
+            h_in = cfg.latent_dim if cfg.head_input == "mu" else d
+            self.head = nn.Sequential(
+                nn.Linear(h_in, cfg.head_hidden),
+                nn.GELU(),
+                nn.Linear(cfg.head_hidden, cfg.head_outputs),
+            )
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):  # fan-in init (t5x DenseGeneral), so initial loss ~ ln V
+            nn.init.normal_(m.weight, 0.0, m.in_features**-0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 1.0)
+
+    # ------------------------------------------------------------------ encoder side
+    def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states ``(B, L, d)`` and the key mask ``(B, L)`` (True = real token)."""
+        keep = ids != PAD_ID
+        mask = None if bool(keep.all()) else keep[:, None, None, :]
+        rope = _rope(ids.shape[1], self.cfg.d_kv, self.cfg.rope_base, ids.device)
+        h = self.embed(ids)
+        for blk in self.enc:
+            h = blk(h, rope, mask)
+        return self.enc_norm(h), keep
+
+    @staticmethod
+    def pool(h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Masked mean of encoder states."""
+        w = keep.to(h.dtype).unsqueeze(-1)
+        return (h * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def posterior(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mu, logvar`` (float32) and the pooled encoder state."""
+        h, keep = self.encode(ids)
+        pooled = self.pool(h, keep)
+        mu, logvar = self.to_stats(pooled).float().chunk(2, dim=-1)
+        return mu, logvar.clamp(-20.0, 10.0), pooled
+
+    # ------------------------------------------------------------------ decoder side
+    def decode(self, z: torch.Tensor, dec_in: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, T, V)`` for decoder inputs ``dec_in`` given latents ``z``."""
+        dtype = self.embed.weight.dtype
+        z = z.to(dtype)
+        mem = self.mem_norm(self.z_to_mem(z).view(z.shape[0], self.cfg.n_mem, self.cfg.d_model))
+        h = self.embed(dec_in)
+        if self.z_to_emb is not None:
+            h = h + self.z_to_emb(z).unsqueeze(1)
+        rope = _rope(dec_in.shape[1], self.cfg.d_kv, self.cfg.rope_base, dec_in.device)
+        for blk in self.dec:
+            h = blk(h, rope, mem)
+        return self.lm_head(self.dec_norm(h))
+
+    def forward(
+        self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, sample: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Encode, sample ``z`` (reparameterised; ``mu`` when ``sample`` is False) and decode."""
+        mu, logvar, _ = self.posterior(input_ids)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        return {"mu": mu, "logvar": logvar, "z": z, "logits": self.decode(z, decoder_input_ids)}
+
+    def predict_value(
+        self, input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Head output ``(B, head_outputs)`` plus ``mu``/``logvar``."""
+        if self.head is None:
+            raise RuntimeError("model has no value head (head_outputs=0)")
+        mu, logvar, pooled = self.posterior(input_ids)
+        x = mu if self.cfg.head_input == "mu" else pooled
+        return self.head(x.to(self.head[0].weight.dtype)).float(), {"mu": mu, "logvar": logvar}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        z: torch.Tensor,
+        *,
+        max_len: int = 512,
+        start_id: int = TASK_TEXT_ID,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Decode byte ids from latents (greedy, or sampled at ``temperature``), until EOS.
+
+        Only byte ids and EOS can be produced.  No KV cache: fine for the short texts here.
+        """
+        b = z.shape[0]
+        allowed = torch.full((self.cfg.vocab_size,), float("-inf"), device=z.device)
+        allowed[OFFSET:SENTINEL_START] = 0.0
+        allowed[EOS_ID] = 0.0
+        seq = torch.full((b, 1), start_id, dtype=torch.long, device=z.device)
+        done = torch.zeros(b, dtype=torch.bool, device=z.device)
+        for _ in range(max_len):
+            logits = self.decode(z, seq)[:, -1].float() + allowed
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            else:
+                nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+            done |= nxt == EOS_ID
+            if bool(done.all()):
+                break
+        return [row[1:].tolist() for row in seq.cpu()]
+
+    def n_params(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,547 @@
+"""Pretraining (span corruption + KL), fine-tuning (value prediction) and prediction.
+
+The :class:`Trainer` runs a fixed number of optimizer steps over a :class:`SeriesStream`, with
+AdamW (fused on CUDA), bf16 autocast on CUDA, optional ``torch.compile``, gradient clipping, a
+warm-up + cosine learning rate, tqdm progress (loss, KL, beta, tokens/s), ``metrics.jsonl``, and
+resumable safetensors checkpoints.  Resuming restores weights, optimizer moments, the torch RNG and
+the position in the data stream, so the next step's loss is identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from eoflow.errors import ConfigError, DataError, ModelError
+from eoflow.vae.checkpoint import (
+    latest_checkpoint,
+    load_model,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+from eoflow.vae.config import KLConfig, VAERunConfig, _TrainCommon
+from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec, collate
+from eoflow.vae.manifest import write_manifest
+from eoflow.vae.model import ByteVAE, kl_per_dim, model_config
+
+__all__ = [
+    "Trainer",
+    "evaluate",
+    "finetune",
+    "kl_beta",
+    "lr_factor",
+    "predict",
+    "pretrain",
+    "resolve_device",
+    "text_spec",
+]
+
+StepFn = Callable[[ByteVAE, dict[str, torch.Tensor], int], tuple[torch.Tensor, dict[str, float]]]
+
+
+def kl_beta(step: int, total: int, kl: KLConfig) -> float:
+    """Cyclical beta at ``step`` (0-based) of ``total``: 0, linear ramp, then ``beta_max``."""
+    period = max(total / kl.n_cycles, 1.0)
+    pos = (step % period) / period
+    if pos < kl.ratio_zero:
+        return 0.0
+    if kl.ratio_increase <= 0:
+        return kl.beta_max
+    return kl.beta_max * min(1.0, (pos - kl.ratio_zero) / kl.ratio_increase)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10 % (step is 0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    frac = (step - warmup) / max(total - warmup, 1)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no GPU is visible", "use device: auto or cpu")
+    return torch.device(name)
+
+
+def text_spec(cfg: VAERunConfig) -> TextSpec:
+    """Serialisation settings of a run config."""
+    s = cfg.serialize
+    return TextSpec(
+        features=cfg.data.features,
+        compact=s.compact,
+        precision=s.precision,
+        default_precision=s.default_precision,
+        loc_precision=s.loc_precision,
+        max_len=s.max_len,
+    )
+
+
+class Trainer:
+    """Fixed-step training loop with exact resume.
+
+    Parameters
+    ----------
+    model
+        The model (moved to ``device``).
+    dataset
+        Example stream; :meth:`SeriesStream.set_epoch` is called every epoch.
+    tc
+        Optimisation settings.
+    out_dir
+        Where ``checkpoints/step-N``, ``metrics.jsonl`` and the final model go.
+    step_fn
+        ``(model, batch, step) -> (loss, metrics)``.
+    meta
+        Extra ``model.json`` content (data and text settings).
+    seed
+        Seed recorded in every checkpoint.
+    device
+        Torch device.
+    """
+
+    def __init__(
+        self,
+        model: ByteVAE,
+        dataset: SeriesStream,
+        tc: _TrainCommon,
+        out_dir: str | Path,
+        step_fn: StepFn,
+        *,
+        meta: dict[str, Any],
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.model = model.to(device)
+        self.dataset, self.tc, self.step_fn = dataset, tc, step_fn
+        self.out = Path(out_dir)
+        self.meta, self.seed, self.device = meta, seed, device
+        on_cuda = device.type == "cuda"
+        kw: dict[str, Any] = {"lr": tc.lr, "betas": (0.9, 0.98), "weight_decay": tc.weight_decay}
+        if on_cuda:
+            kw["fused"] = True
+        self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
+        self.autocast = (on_cuda and tc.precision != "fp32") or tc.precision == "bf16"
+        self.fwd = torch.compile(self.model) if tc.compile else self.model
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset,
+            batch_size=self.tc.batch_size,
+            num_workers=self.tc.num_workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``out_dir``; False when there is none."""
+        ck = latest_checkpoint(self.out / "checkpoints")
+        if ck is None:
+            return False
+        model, _ = load_model(ck)
+        if model.cfg != getattr(self.model, "cfg", None):
+            raise ModelError(
+                f"{ck}: checkpoint architecture differs from the config", "use a new out directory"
+            )
+        self.model.load_state_dict(model.state_dict())
+        st = load_training_state(ck, self.opt)
+        self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
+        return True
+
+    def save(self) -> Path:
+        """Checkpoint the current step."""
+        d = self.out / "checkpoints" / f"step-{self.step:07d}"
+        save_model(self.model, d, self.meta)
+        save_training_state(
+            d,
+            self.opt,
+            {
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "seed": self.seed,
+            },
+        )
+        return d
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
+        for g in self.opt.param_groups:
+            g["lr"] = self.tc.lr * lr_factor(self.step, self.tc.steps, self.tc.warmup_steps)
+        self.model.train()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss, metrics = self.step_fn(self.fwd, batch, self.step)  # type: ignore[arg-type]
+        if not torch.isfinite(loss):
+            raise DataError(f"non-finite loss at step {self.step + 1}", "lower the learning rate")
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        metrics["grad_norm"] = float(gnorm)
+        return float(loss.detach()), metrics
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train up to ``tc.steps``; return the per-step metrics of this call."""
+        from tqdm.auto import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        history: list[dict[str, float]] = []
+        bar = tqdm(
+            total=self.tc.steps,
+            initial=self.step,
+            desc=self.out.name,
+            mininterval=1.0,
+            file=sys.stderr,
+        )
+        log = (self.out / "metrics.jsonl").open("a")
+        t_last, tok_acc = time.perf_counter(), 0
+        try:
+            while self.step < self.tc.steps:
+                self.dataset.set_epoch(self.epoch)
+                got = 0
+                for i, batch in enumerate(self._loader()):
+                    if i < self.batch_in_epoch:
+                        continue  # already consumed before the checkpoint we resumed from
+                    got += 1
+                    loss, m = self._train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch = i + 1
+                    tok_acc += int((batch["input_ids"] != 0).sum()) + int(m.pop("target_tokens", 0))
+                    rec = {"step": self.step, "epoch": self.epoch, "loss": loss, **m}
+                    history.append(rec)
+                    bar.update(1)
+                    if self.step % self.tc.log_every == 0 or self.step == self.tc.steps:
+                        now = time.perf_counter()
+                        rec["tokens_per_s"] = tok_acc / max(now - t_last, 1e-9)
+                        t_last, tok_acc = now, 0
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k in _SHOW})
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
+                    if self.step % self.tc.checkpoint_every == 0 or self.step == self.tc.steps:
+                        self.save()
+                    if self.step >= self.tc.steps:
+                        break
+                else:
+                    if got == 0 and self.batch_in_epoch == 0:
+                        raise DataError(f"{self.dataset.store}: the selected split has no samples")
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+        finally:
+            bar.close()
+            log.close()
+        save_model(self.model, self.out, self.meta)
+        return history
+
+
+_SHOW = ("loss", "ce", "kl", "beta", "tokens_per_s", "mse", "acc")
+
+
+# ----------------------------------------------------------------------------- step functions
+
+
+def pretrain_step_fn(kl: KLConfig, total: int) -> StepFn:
+    """Span-corruption/denoising cross-entropy + beta * KL with free bits (per target token)."""
+
+    def step(
+        model: ByteVAE, batch: dict[str, torch.Tensor], i: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(batch["input_ids"], batch["decoder_input_ids"])
+        labels = batch["labels"]
+        n_tok = (labels != -100).sum().clamp_min(1)
+        ce = F.cross_entropy(
+            out["logits"].float().flatten(0, 1),
+            labels.flatten(),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        kl_dim = kl_per_dim(out["mu"], out["logvar"])
+        kl_fb = torch.clamp(kl_dim, min=kl.free_bits).sum()
+        beta = kl_beta(i, total, kl)
+        b = labels.shape[0]
+        loss = (ce + beta * kl_fb * b) / n_tok
+        return loss, {
+            "ce": float(ce.detach() / n_tok),
+            "kl": float(kl_dim.sum().detach()),
+            "beta": beta,
+            "target_tokens": int(n_tok),
+        }
+
+    return step
+
+
+def value_step_fn(task: str, mean: float, std: float, beta: float) -> StepFn:
+    """MSE on standardised targets (regression) or cross-entropy (classification) + beta * KL."""
+
+    def step(
+        model: ByteVAE, batch: dict[str, torch.Tensor], i: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        pred, aux = model.predict_value(batch["input_ids"])
+        if task == "regression":
+            main = F.mse_loss(pred[:, 0], (batch["value"] - mean) / std)
+            m = {"mse": float(main.detach())}
+        else:
+            target = batch["value"].long()
+            main = F.cross_entropy(pred, target)
+            m = {"acc": float((pred.argmax(1) == target).float().mean())}
+        kl = kl_per_dim(aux["mu"], aux["logvar"]).sum()
+        m["kl"] = float(kl.detach())
+        return main + beta * kl, m
+
+    return step
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _setup(cfg: VAERunConfig) -> torch.device:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    return resolve_device(cfg.device)
+
+
+def _store_summary(path: Path) -> dict[str, Any]:
+    s = SamplesStore(path)
+    return {
+        "store": str(path),
+        "n": s.n,
+        "n_time": s.n_time,
+        "features": s.features,
+        "targets": s.targets,
+    }
+
+
+def _meta(cfg: VAERunConfig, ds: SeriesStream, **extra: Any) -> dict[str, Any]:
+    return {
+        "text": asdict(text_spec(cfg)),
+        "features": ds.features,
+        "store": str(ds.store),
+        **extra,
+    }
+
+
+def pretrain(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Pretrain a :class:`ByteVAE` (span corruption + denoising + KL) on the configured store.
+
+    Writes ``<out>/pretrain/{model.safetensors, model.json, checkpoints/, metrics.jsonl,
+    manifest.json}`` and returns a summary.
+    """
+    started = dt.datetime.now(dt.UTC)
+    device = _setup(cfg)
+    pc = cfg.pretrain
+    store = cfg.path(cfg.data.store)
+    ds = SeriesStream(
+        str(store),
+        mode="pretrain",
+        text=text_spec(cfg),
+        split_array=cfg.data.split_array,
+        split=cfg.data.train_split,
+        seed=cfg.seed,
+        density=pc.density,
+        mean_span=pc.mean_span,
+        denoise_fraction=pc.denoise_fraction,
+        rows_per_shard=cfg.data.rows_per_shard,
+    )
+    mc = model_config(**cfg.model.model_dump())
+    model = ByteVAE(mc)
+    out = cfg.path(cfg.out) / "pretrain"
+    trainer = Trainer(
+        model, ds, pc, out, pretrain_step_fn(pc.kl, pc.steps), meta=_meta(cfg, ds, kind="pretrain"),
+        seed=cfg.seed, device=device,
+    )  # fmt: skip
+    resumed = trainer.resume() if resume else False
+    hist = trainer.fit()
+    last = hist[-1] if hist else {}
+    results = {
+        "params": model.n_params(),
+        "steps": trainer.step,
+        "resumed": resumed,
+        "final": {k: last.get(k) for k in ("loss", "ce", "kl", "beta")},
+        "device": str(device),
+    }
+    write_manifest(
+        out, command="vae pretrain", inputs=_store_summary(store), parameters=cfg.model_dump(),
+        seeds={"seed": cfg.seed, "torch_initial_seed": torch.initial_seed()},
+        outputs=["model.safetensors", "model.json", "metrics.jsonl", "checkpoints/"], results=results,
+        started=started,
+    )  # fmt: skip
+    return results
+
+
+def _value_dataset(
+    cfg: VAERunConfig, target: str, split: str, *, shuffle: bool, text: TextSpec
+) -> SeriesStream:
+    return SeriesStream(
+        str(cfg.path(cfg.data.store)),
+        mode="value",
+        text=text,
+        split_array=cfg.data.split_array,
+        split=split,
+        target=target,
+        seed=cfg.seed,
+        shuffle=shuffle,
+        rows_per_shard=cfg.data.rows_per_shard,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: ByteVAE,
+    ds: SeriesStream,
+    meta: dict[str, Any],
+    device: torch.device,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """Predict every row of ``ds``; return ``(rows, predictions, truth, metrics)``.
+
+    Regression predictions are de-standardised; classification predictions are class ids.
+    """
+    model.eval().to(device)
+    head = meta["head"]
+    rows, preds, truth = [], [], []
+    loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate)
+    for batch in loader:
+        out, _ = model.predict_value(batch["input_ids"].to(device))
+        out = out.float().cpu()
+        if head["task"] == "regression":
+            preds.append(out[:, 0].numpy() * head["std"] + head["mean"])
+        else:
+            ids = np.asarray(head["class_ids"])
+            preds.append(ids[out.argmax(1).numpy()])
+        v = batch["value"].numpy()
+        truth.append(
+            v if head["task"] == "regression" else np.asarray(head["class_ids"])[v.astype(int)]
+        )
+        rows.append(batch["index"].numpy())
+    r, p, t = (np.concatenate(a) if a else np.zeros(0) for a in (rows, preds, truth))
+    order = np.argsort(r)
+    r, p, t = r[order], p[order], t[order]
+    if head["task"] == "regression":
+        err = p - t
+        ss = float(((t - t.mean()) ** 2).sum()) if len(t) else 0.0
+        metrics = {
+            "n": len(t),
+            "rmse": float(np.sqrt(np.mean(err**2))) if len(t) else math.nan,
+            "mae": float(np.mean(np.abs(err))) if len(t) else math.nan,
+            "r2": float(1 - (err**2).sum() / ss) if ss > 0 else math.nan,
+        }
+    else:
+        metrics = {"n": len(t), "accuracy": float(np.mean(p == t)) if len(t) else math.nan}
+    return r, p, t, metrics
+
+
+def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune the pretrained model with a value head on ``finetune.target``.
+
+    Writes ``<out>/finetune/`` (model, checkpoints, metrics, manifest, ``eval.json`` when the store
+    has a test split) and returns a summary.
+    """
+    started = dt.datetime.now(dt.UTC)
+    device = _setup(cfg)
+    fc = cfg.finetune
+    init = cfg.path(fc.init) if fc.init else cfg.path(cfg.out) / "pretrain"
+    _, pre_meta = load_model(init)
+    text = TextSpec(**pre_meta["text"])
+    train_split = cfg.data.train_split if cfg.data.split_array else "all"
+    ds = _value_dataset(cfg, fc.target, train_split, shuffle=True, text=text)
+    task = fc.task or ("classification" if fc.target == "class" else "regression")
+    vals = ds.values()[ds.selected_rows()]
+    if vals.size == 0:
+        raise DataError(f"{ds.store}: no training rows with target {fc.target!r}")
+    if task == "regression":
+        head = {
+            "task": task,
+            "target": fc.target,
+            "mean": float(vals.mean()),
+            "std": float(vals.std() or 1.0),
+        }
+        n_out = 1
+    else:
+        ids = SamplesStore(ds.store).class_ids()
+        head = {"task": task, "target": fc.target, "class_ids": ids}
+        n_out = len(ids)
+    model, _ = load_model(
+        init,
+        overrides={
+            "head_outputs": n_out,
+            "head_task": task,
+            "head_input": fc.head_input,
+            "head_hidden": fc.head_hidden,
+        },
+        strict=False,
+    )
+    meta = {**pre_meta, "kind": "finetune", "head": head, "init": str(init)}
+    step_fn = value_step_fn(task, head.get("mean", 0.0), head.get("std", 1.0), fc.beta)
+    out = cfg.path(cfg.out) / "finetune"
+    trainer = Trainer(model, ds, fc, out, step_fn, meta=meta, seed=cfg.seed, device=device)
+    resumed = trainer.resume() if resume else False
+    hist = trainer.fit()
+    results: dict[str, Any] = {
+        "steps": trainer.step,
+        "resumed": resumed,
+        "task": task,
+        "head": head,
+    }
+    results["final"] = {k: hist[-1].get(k) for k in ("loss", "mse", "acc", "kl")} if hist else {}
+    if cfg.data.split_array:
+        eval_ds = _value_dataset(cfg, fc.target, "test", shuffle=False, text=text)
+        *_, metrics = evaluate(trainer.model, eval_ds, meta, device)
+        results["test"] = metrics
+        (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_manifest(
+        out, command="vae finetune", inputs={**_store_summary(cfg.path(cfg.data.store)), "init": str(init)},
+        parameters=cfg.model_dump(), seeds={"seed": cfg.seed, "torch_initial_seed": torch.initial_seed()},
+        outputs=["model.safetensors", "model.json", "metrics.jsonl", "checkpoints/", "eval.json"],
+        results=results, started=started,
+    )  # fmt: skip
+    return results
+
+
+def predict(cfg: VAERunConfig) -> dict[str, Any]:
+    """Predict ``predict.split`` with the fine-tuned model; write ``predictions.csv`` + metrics."""
+    started = dt.datetime.now(dt.UTC)
+    device = _setup(cfg)
+    pc = cfg.predict
+    ck = cfg.path(pc.checkpoint) if pc.checkpoint else cfg.path(cfg.out) / "finetune"
+    model, meta = load_model(ck)
+    if "head" not in meta or model.head is None:
+        raise ModelError(f"{ck}: model has no value head", "run 'eoflow vae finetune' first")
+    if pc.split != "all" and not cfg.data.split_array:
+        raise ConfigError(
+            f"predict.split={pc.split!r} needs data.split_array", "set it or use split: all"
+        )
+    ds = _value_dataset(
+        cfg, meta["head"]["target"], pc.split, shuffle=False, text=TextSpec(**meta["text"])
+    )
+    rows, pred, truth, metrics = evaluate(model, ds, meta, device, pc.batch_size)
+    out = cfg.path(cfg.out) / "predict"
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "predictions.csv").open("w") as f:
+        f.write("row,prediction,truth\n")
+        for r, p, t in zip(rows.tolist(), pred.tolist(), truth.tolist()):
+            f.write(f"{r},{p:.6g},{t:.6g}\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_manifest(
+        out, command="vae predict", inputs={**_store_summary(cfg.path(cfg.data.store)), "checkpoint": str(ck)},
+        parameters=cfg.model_dump(), seeds={"seed": cfg.seed}, outputs=["predictions.csv", "metrics.json"],
+        results=metrics, started=started,
+    )  # fmt: skip
+    return metrics
