@@ -168,7 +168,7 @@ def _shapes_sql(
     if where is not None:
         params["wval"] = where.value
         conds.append(f"{quote_ident(where.column)} {where.op} :wval")
-    sql = (f"SELECT {quote_ident(idcol)} AS sid, {g} AS g FROM {quote_ident(info.name)} "
+    sql = (f"SELECT rowid AS k, {quote_ident(idcol)} AS sid, {g} AS g FROM {quote_ident(info.name)} "
            f"WHERE {' AND '.join(conds)}")  # fmt: skip
     return sql, params, idcol
 
@@ -182,9 +182,9 @@ def _grid_params(tile: Tile) -> dict:
 
 
 _CELLS_SQL = """
-WITH RECURSIVE shapes AS ({shapes}),
-win AS (
-  SELECT sid, g,
+WITH RECURSIVE shapes AS MATERIALIZED ({shapes}),
+win AS MATERIALIZED (
+  SELECT k, sid, g,
     max(0, CAST((MbrMaxY(g) - :f) / :e AS INTEGER)) AS r0,
     min(:h - 1, CAST((MbrMinY(g) - :f) / :e AS INTEGER)) AS r1,
     max(0, CAST((MbrMinX(g) - :c) / :a AS INTEGER)) AS k0,
@@ -192,13 +192,13 @@ win AS (
   FROM shapes WHERE g IS NOT NULL AND MbrMaxY(g) > :f + :e * :h AND MbrMinY(g) < :f
     AND MbrMaxX(g) > :c AND MbrMinX(g) < :c + :a * :w
 ),
-rr(sid, r) AS (SELECT sid, r0 FROM win UNION ALL
-               SELECT rr.sid, rr.r + 1 FROM rr JOIN win ON win.sid = rr.sid WHERE rr.r < win.r1),
-cc(sid, k) AS (SELECT sid, k0 FROM win UNION ALL
-               SELECT cc.sid, cc.k + 1 FROM cc JOIN win ON win.sid = cc.sid WHERE cc.k < win.k1)
-SELECT win.sid, rr.r, cc.k FROM win JOIN rr ON rr.sid = win.sid JOIN cc ON cc.sid = win.sid
-WHERE ST_Contains(win.g, AsGPB(MakePoint(:c + :a * (cc.k + 0.5), :f + :e * (rr.r + 0.5), :srid))) = 1
-ORDER BY win.sid, rr.r, cc.k
+rr(k, r) AS (SELECT k, r0 FROM win UNION ALL
+             SELECT rr.k, rr.r + 1 FROM rr JOIN win ON win.k = rr.k WHERE rr.r < win.r1),
+cc(k, c) AS (SELECT k, k0 FROM win UNION ALL
+             SELECT cc.k, cc.c + 1 FROM cc JOIN win ON win.k = cc.k WHERE cc.c < win.k1)
+SELECT win.sid, rr.r, cc.c FROM win JOIN rr ON rr.k = win.k JOIN cc ON cc.k = win.k
+WHERE ST_Contains(win.g, AsGPB(MakePoint(:c + :a * (cc.c + 0.5), :f + :e * (rr.r + 0.5), :srid))) = 1
+ORDER BY win.k, rr.r, cc.c
 """
 
 
@@ -270,7 +270,7 @@ def point_cells(
     con = connect(path)
     try:
         shapes, params, idcol = _shapes_sql(con, path, info, tile, None, where, id_column)
-        sql = f"SELECT sid, X(g), Y(g) FROM ({shapes}) ORDER BY sid"
+        sql = f"SELECT sid, X(g), Y(g) FROM ({shapes}) ORDER BY k"
         rows = con.execute(sql, params).fetchall()
     finally:
         con.close()
