@@ -172,15 +172,35 @@ def check_outputs(k: int, eolearn_out: Path, eoflow_out: Path) -> dict:
 
 
 def sample_totals(n: int, eolearn_out: Path, eoflow_out: Path) -> dict:
-    """Per-class sample counts summed over all ``n`` patches, both systems."""
+    """Per-class sample counts of every patch and summed over all ``n`` patches, both systems.
+
+    ``mismatches`` lists ``{patch, class, eolearn, eoflow, available}`` wherever they differ.
+    """
+    import xarray as xr
     import zarr
 
-    tot_el: dict[int, int] = {}
-    for k in range(n):
-        p = eolearn_out / "samples" / common.tile_id(k)
-        lab = _feature(p, "mask_timeless", "LULC_ERODED_SAMPLED").ravel()
-        for c, m in zip(*np.unique(lab, return_counts=True)):
-            tot_el[int(c)] = tot_el.get(int(c), 0) + int(m)
     root = zarr.open_group(str(eoflow_out / "samples.zarr"), mode="r")
-    tot_ef = {int(c): int(m) for c, m in zip(*np.unique(root["y"][:], return_counts=True))}
-    return {"ok": tot_el == tot_ef, "eolearn": tot_el, "eoflow": tot_ef}
+    tiles = list(root.attrs["tiles"])
+    y_all, t_all = root["y"][:], root["tile"][:]
+    tot_el: dict[int, int] = {}
+    tot_ef: dict[int, int] = {}
+    mismatches = []
+    for k in range(n):
+        tid = common.tile_id(k)
+        lab = _feature(eolearn_out / "samples" / tid, "mask_timeless", "LULC_ERODED_SAMPLED")
+        c_el = {int(c): int(m) for c, m in zip(*np.unique(lab.ravel(), return_counts=True))}
+        ours = y_all[t_all == tiles.index(tid)]
+        c_ef = {int(c): int(m) for c, m in zip(*np.unique(ours, return_counts=True))}
+        for c, m in c_el.items():
+            tot_el[c] = tot_el.get(c, 0) + m
+        for c, m in c_ef.items():
+            tot_ef[c] = tot_ef.get(c, 0) + m
+        if c_el != c_ef:
+            er = xr.open_zarr(eoflow_out / "features.zarr", group=tid, consolidated=False)
+            er = er["LULC_ERODED"].values
+            for c in sorted(set(c_el) | set(c_ef)):
+                if c_el.get(c, 0) != c_ef.get(c, 0):
+                    mismatches.append({"patch": tid, "class": c, "eolearn": c_el.get(c, 0),
+                                       "eoflow": c_ef.get(c, 0), "available": int((er == c).sum())})  # fmt: skip
+    return {"ok": tot_el == tot_ef and not mismatches, "eolearn": tot_el, "eoflow": tot_ef,
+            "mismatches": mismatches}  # fmt: skip

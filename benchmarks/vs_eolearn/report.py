@@ -171,12 +171,49 @@ def _checks_table(checks: list[dict]) -> list[str]:
             f"| {imax:.1e} ({_yn(imax <= 1e-5)}) | {nan_only} | {_yn(ero)} ({eroded}) "
             f"| {_yn(tot['ok'])} ({sum(tot['eolearn'].values())} / {sum(tot['eoflow'].values())}) |"
         )
+    for c in checks:
+        mm = (c.get("sample_totals") or {}).get("mismatches") or []
+        if mm:
+            lines.append(
+                f"* samples, {c['patches']} patches: "
+                + "; ".join(
+                    f"{m['patch']} class {m['class']}: eo-learn {m['eolearn']}, eoflow "
+                    f"{m['eoflow']} of {m['available']} eroded pixels"
+                    for m in mm
+                )
+                + ". eo-learn takes `round(n * 0.25)` (Python: half to even), eoflow "
+                "`floor(n * 0.25 + 0.5)` (half up): they differ when n * 0.25 ends in .5 with an "
+                "even integer part."
+            )
     lines += [
         "",
-        "Checked patches: first and last of each size. 'cells NaN in eo-learn only': eo-learn "
+        "Checked patches: first and last of each size (sample counts: every patch). 'cells NaN in eo-learn only': eo-learn "
         "returns NaN after a pixel's last valid observation (here every pixel at the last grid "
         "instants, after the last kept acquisition), eoflow holds the last valid value; these "
         "cells are excluded from the max abs diff and counted instead.",
+        "",
+    ]
+    return lines
+
+
+def _profile_table(p: dict) -> list[str]:
+    lines = [
+        f"## eoflow ops one by one (patch {p['patch']}, in memory, 1 thread, best of "
+        f"{p['repeats']}; `python -m benchmarks.vs_eolearn.profile`)",
+        "",
+        "| op | first call (s) | best (s) |",
+        "|---|---:|---:|",
+    ]
+    for name, v in p["ops"].items():
+        lines.append(f"| {name} | {v['first_s']:.3f} | {v['best_s']:.3f} |")
+    lines += [
+        "",
+        f"Reading the patch from Zarr: {p['read_zarr_s']:.2f} s. Interpolation of one feature "
+        f"({p['frames_kept']} kept frames, 250,000 pixels, to 25 instants): eoflow's "
+        f"`interpolate_to_grid` takes {p['interp_vs_reference']:.2f}x the time of the reference "
+        "kernel (`profile.interp_time_major`: numba, time-major, two streaming passes; max abs "
+        f"difference {p['reference_max_abs_diff']:.1e}). The first call of the first numba "
+        "kernel in a process pays numba's initialisation (~0.7 s) even with a cache hit.",
         "",
     ]
     return lines
@@ -240,6 +277,9 @@ def render(path: Path, records: list[dict]) -> str:
         lines += _size_table(n, s)
     lines += ["## Same results?", ""]
     lines += _checks_table(checks) if checks else ["(no checks recorded)", ""]
+    profiles = [r for r in records if r.get("record") == "profile"]
+    if profiles:
+        lines += _profile_table(profiles[-1])
     lines += [NOTES]
     lines += [
         "## Raw records (JSON lines; the first is the context)",
