@@ -20,6 +20,10 @@ from eoflow.vae.tokenizer import EOS_ID, N_SENTINELS, SENTINEL_START
 __all__ = ["expected_lengths", "noise_mask", "reconstruct", "span_corrupt"]
 
 
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
 def _segments(n_items: int, n_segments: int, rng: np.random.Generator) -> np.ndarray:
     """Random composition of ``n_items`` into ``n_segments`` positive parts."""
     if n_segments <= 0:
@@ -61,7 +65,8 @@ def noise_mask(
         if 1 <= n_spans + 1 - int(s) - int(e) <= n_clean
     ]
     # weight each layout by its number of clean compositions: every arrangement is equally likely
-    weights = np.array([math.comb(n_clean - 1, n_spans - int(s) - int(e)) for s, e in options])
+    logw = np.array([_log_comb(n_clean - 1, n_spans - int(s) - int(e)) for s, e in options])
+    weights = np.exp(logw - logw.max())
     start_noise, end_noise = options[rng.choice(len(options), p=weights / weights.sum())]
     n_clean_seg = n_spans + 1 - int(start_noise) - int(end_noise)
     noise_len = _segments(n_noise, n_spans, rng)

@@ -136,6 +136,11 @@ def _plot_curves(ax: Any, texts: list[str], feature: str, labels: list[str] | No
     ax.set_ylabel(feature)
 
 
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
 def _save(fig: Any, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -211,7 +216,7 @@ def explore(cfg: VAERunConfig) -> dict[str, Any]:
     int_txt = decode_latents(model, z_int, **dec)
     fig, ax = plt.subplots(figsize=(6, 4))
     _plot_curves(ax, int_txt, ec.plot_feature, [f"t={v:.2f}" for v in t])
-    ax.legend(fontsize=7)
+    _legend(ax)
     ax.set_title(f"slerp: row {int(enc['row'][i0])} -> row {int(enc['row'][i1])}")
     figs.append(_save(fig, out / "interpolation.png"))
 
@@ -225,7 +230,7 @@ def explore(cfg: VAERunConfig) -> dict[str, Any]:
     tr_txt = decode_latents(model, z_tr, **dec)
     fig, ax = plt.subplots(figsize=(6, 4))
     _plot_curves(ax, tr_txt, ec.plot_feature, [f"{s:+.1f} sd" for s in steps])
-    ax.legend(fontsize=7)
+    _legend(ax)
     ax.set_title(f"traversal of latent dim {d}")
     figs.append(_save(fig, out / "traversal.png"))
 

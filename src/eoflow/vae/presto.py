@@ -125,7 +125,7 @@ def convert_presto(
     latlon = _load(src, "latlon").astype(np.float64)
     target = _load(src, "target").astype(np.float32)
     is_test = _load(src, "is_test").astype(bool)
-    n, n_time, _ = feats.shape
+    n = feats.shape[0]
     dates = _dates(months)
     grid = [str(dt.date(1970, 1, 1) + dt.timedelta(days=int(d))) for d in dates[0]]
 

@@ -148,6 +148,8 @@ class Trainer:
             num_workers=self.tc.num_workers,
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
+            # own generator: creating an iterator must not consume the global torch RNG (resume)
+            generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch),
         )
 
     def resume(self) -> bool:
@@ -314,7 +316,6 @@ def _setup(cfg: VAERunConfig) -> torch.device:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
     return resolve_device(cfg.device)
 
 
