@@ -281,6 +281,19 @@ def append_layer(
     return target
 
 
+def _source_date(src: Path, info, tags: dict):
+    """The date of a raster being appended: the layer's date, or the GeoTIFF's (tags, name)."""
+    from eoflow.gpkg.dates import parse_date
+    from eoflow.sources.geotiff import file_date
+
+    if info is not None:
+        return parse_date(info.date)
+    try:
+        return file_date(src, tags, None)
+    except InputError:
+        return None  # an undated raster stays undated
+
+
 def _append_raster(src: Path, dst: Path, layer: str | None, target: str, date, overwrite) -> None:
     import rasterio
 
@@ -299,7 +312,7 @@ def _append_raster(src: Path, dst: Path, layer: str | None, target: str, date, o
         raise DataError(f"{href} is {data.shape[0]} band(s) of {dtype}; a GeoPackage raster layer "
                         f"holds up to 4 uint8 bands or 1 band of {WRITABLE_DTYPES[1:]}",
                         "split bands or cast first (eoflow export rasters)")  # fmt: skip
-    when = parse_date(date) if date else parse_date(tags.get("RASTER_DATE"))
+    when = parse_date(date) if date else _source_date(src, info, tags)
     if date and when is None:
         raise InputError(f"date {date!r} not understood", "use YYYY-MM-DD")
     keep = {k: v for k, v in tags.items() if k.startswith(("RASTER_DATE", "EOFLOW_"))}
