@@ -99,7 +99,7 @@ def test_different_grids_need_explicit_tile(tmp_path, patch_tile):
     shutil.copy(LULC, path)  # vector layer stays untouched next to the rasters
     assert main(["export", "append", str(TIFF1), "--to", str(path), "--as", "L8_2017-06-01"]) == 0
     assert main(["export", "append", str(SCENES / "S2_20170501_NDVI.tif"), "--to", str(path),
-                 "--as", "NDVI_2017-06-01"]) == 0  # fmt: skip
+                 "--as", "NDVI_2017-06-01", "--date", "2017-06-01"]) == 0  # fmt: skip
     with pytest.raises(InputError, match=r"different grids.*pass a target tile"):
         load_gpkg_raster_cube(path)
     with pytest.warns(ReprojectionWarning, match="L8_2017-06-01"):
