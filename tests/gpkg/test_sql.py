@@ -4,6 +4,8 @@ rasterisation (rasterio.features.rasterize) and direct rasterio reads."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import geopandas as gpd
 import numpy as np
@@ -167,3 +169,18 @@ def test_cli_query_pixels_and_points(tmp_path, dated_gpkg, capsys):
     rc = main(["gpkg", "query", "points", str(LULC), "--layer", "LULC", "--raster",
                str(dated_gpkg)])  # fmt: skip
     assert rc == 2 and "not points" in capsys.readouterr().err
+
+
+def test_spatialite_does_not_capture_bundled_geos():
+    """Connecting first, then using shapely/pyproj must work (SQLite loads RTLD_GLOBAL)."""
+    code = (
+        "from eoflow.gpkg.sql import connect\n"
+        f"c = connect({str(LULC)!r}); c.execute('SELECT ST_Area(geom) FROM LULC').fetchall()\n"
+        "c.close()\n"
+        "import geopandas as gpd, shapely\n"
+        "g = gpd.GeoDataFrame(geometry=gpd.points_from_xy([1.0], [2.0]), crs=32633)\n"
+        "assert shapely.to_wkb(g.geometry.iloc[0], flavor='iso')\n"
+        "print(g.to_crs(4326).geometry.iloc[0].x)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

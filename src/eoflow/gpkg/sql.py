@@ -22,6 +22,11 @@ wrapped in ``AsGPB(...)``. ``ST_Transform`` cannot find SRIDs in GeoPackage mode
 ``spatial_ref_sys``), so reprojection uses its PROJ-string form
 ``ST_Transform(g, srid, NULL, 'EPSG:from', 'EPSG:to')``.
 
+Process safety: SQLite loads extensions ``RTLD_GLOBAL``; :func:`connect` therefore imports shapely,
+pyproj, rasterio and pyogrio (which bundle their own GEOS/PROJ/GDAL) *before* loading SpatiaLite,
+so they never bind to the system GEOS/PROJ that SpatiaLite brings in (measured failure otherwise:
+shapely's WKB writer raising "WKB output dimension must be 2 or 3").
+
 Safety: layer and column names are checked against the file's own lists
 (:mod:`eoflow.gpkg.catalog`) and quoted; every value (ids, filter values, grid numbers, CRS
 strings) is bound as a parameter, never formatted into SQL.
@@ -100,6 +105,21 @@ def _spatialite_name() -> str:
     return os.environ.get("EOFLOW_SPATIALITE", "mod_spatialite")
 
 
+def _bind_bundled_libraries() -> None:
+    """Import the wheels that bundle GEOS/PROJ/GDAL before SpatiaLite is loaded.
+
+    SQLite loads extensions with ``RTLD_GLOBAL``, so SpatiaLite's system GEOS (3.11) and PROJ
+    enter the global symbol scope. A wheel loaded *afterwards* (shapely with GEOS 3.14, pyproj,
+    rasterio, pyogrio) would then bind to the system copies: shapely fails with "WKB output
+    dimension must be 2 or 3" and the process can abort at exit. Loaded first, they keep their
+    own (Python loads extension modules with ``RTLD_NOW``).
+    """
+    import pyogrio  # noqa: F401
+    import pyproj  # noqa: F401
+    import rasterio  # noqa: F401
+    import shapely  # noqa: F401
+
+
 def connect(path: str | Path, *, readonly: bool = True):
     """An apsw connection to ``path`` with SpatiaLite loaded and GeoPackage mode on.
 
@@ -114,6 +134,7 @@ def connect(path: str | Path, *, readonly: bool = True):
     except ImportError:
         raise InputError("spatial SQL needs the apsw package",
                          "pip install 'eoflow[sql]' (or make setup)") from None  # fmt: skip
+    _bind_bundled_libraries()
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
     con = apsw.Connection(str(path), flags=flags)
     try:
