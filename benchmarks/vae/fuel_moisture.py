@@ -1,0 +1,134 @@
+"""Fuel-moisture regression on Presto's split: eoflow LightGBM (and RF, ridge) vs the fine-tuned VAE.
+
+    python -m benchmarks.vae.fuel_moisture [--pretrain-steps N] [--finetune-steps N] [--skip-vae]
+
+Inputs for the tree/linear models are the same values the VAE reads: the 18 features x 3 monthly
+steps of ``data/presto/fuel_moisture.zarr`` flattened, plus the location (lon, lat) that the VAE's
+text carries.  Prints a Markdown table next to the Presto paper's rows and writes
+``benchmarks/.work/vae-fuel-moisture/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PAPER = {
+    "RF (Presto paper)": 23.84,
+    "Presto fine-tuned (paper)": 25.28,
+    "linear (Presto paper)": 28.20,
+}
+
+
+def load_xy(store: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flattened features + lon/lat, target, test flag."""
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r")
+    x = np.asarray(g["X"][...], dtype=np.float64)
+    feats = np.concatenate(
+        [x.reshape(len(x), -1), g["xcoord"][...][:, None], g["ycoord"][...][:, None]], 1
+    )
+    return (
+        feats,
+        np.asarray(g["target"][...], dtype=np.float64),
+        np.asarray(g["is_test"][...], dtype=bool),
+    )
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def baselines(store: Path, seed: int) -> dict[str, dict]:
+    """LightGBM, random forest and ridge on the flattened inputs."""
+    import lightgbm as lgb
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y, test = load_xy(store)
+    out = {}
+    models = {
+        "eoflow LightGBM": lgb.LGBMRegressor(
+            n_estimators=400,
+            learning_rate=0.03,
+            num_leaves=15,
+            min_child_samples=10,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.8,
+            random_state=seed,
+            n_jobs=2,
+            verbose=-1,
+        ),
+        "eoflow RF (sklearn)": RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=2),
+        "eoflow ridge": make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))),
+    }
+    for name, m in models.items():
+        t = time.perf_counter()
+        m.fit(x[~test], y[~test])
+        out[name] = {
+            "rmse": rmse(m.predict(x[test]), y[test]),
+            "fit_s": round(time.perf_counter() - t, 2),
+        }
+    return out
+
+
+def vae(config: Path, pretrain_steps: int | None, finetune_steps: int | None) -> dict:
+    """Pretrain + fine-tune the VAE with the benchmark config; return the test metrics."""
+    from eoflow.vae.config import load_vae_config
+    from eoflow.vae.train import finetune, pretrain
+
+    cfg = load_vae_config(config)
+    if pretrain_steps:
+        cfg.pretrain.steps = pretrain_steps
+    if finetune_steps:
+        cfg.finetune.steps = finetune_steps
+    t = time.perf_counter()
+    pre = pretrain(cfg)
+    t_pre = time.perf_counter() - t
+    ft = finetune(cfg)
+    return {
+        "rmse": ft["test"]["rmse"],
+        "r2": ft["test"]["r2"],
+        "pretrain_steps": cfg.pretrain.steps,
+        "finetune_steps": cfg.finetune.steps,
+        "params": pre["params"],
+        "pretrain_s": round(t_pre, 1),
+        "total_s": round(time.perf_counter() - t, 1),
+        "out": cfg.out,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=HERE / "fuel_moisture.yaml")
+    p.add_argument("--pretrain-steps", type=int)
+    p.add_argument("--finetune-steps", type=int)
+    p.add_argument("--skip-vae", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    store = HERE.parent.parent / "data" / "presto" / "fuel_moisture.zarr"
+    res: dict[str, dict] = baselines(store, a.seed)
+    if not a.skip_vae:
+        res["eoflow VAE fine-tuned (tiny, CPU)"] = vae(a.config, a.pretrain_steps, a.finetune_steps)
+    out = HERE.parent / ".work" / "vae-fuel-moisture"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"results": res, "paper": PAPER}, indent=2) + "\n")
+    print("| model | test RMSE (LFMC %) |\n|---|---|")
+    for name, r in res.items():
+        print(f"| {name} | {r['rmse']:.2f} |")
+    for name, v in PAPER.items():
+        print(f"| {name} | {v:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
