@@ -155,3 +155,11 @@ def test_date_pattern_and_band_names(tmp_path, patch_tile):
     small = Tile("t", "EPSG:32633", tuple(PATCH_TRANSFORM)[:6], 10, 10)
     with pytest.warns(ReprojectionWarning):
         assert load_geotiff_cube(tmp_path, tile=small).sizes == {"time": 2, "y": 10, "x": 10}
+
+
+def test_truncated_cog_fails_with_typed_error_when_read(tmp_path, patch_tile):
+    data = (SCENES / "S2_20170501_NDVI.tif").read_bytes()
+    (tmp_path / "S2_20170501_NDVI.tif").write_bytes(data[: len(data) // 2])
+    cube = load_geotiff_cube(tmp_path, tile=patch_tile, chunks={"y": 64, "x": 64})  # opens fine
+    with pytest.raises(InputError, match=r"S2_20170501_NDVI\.tif band 1 cannot be read"):
+        cube.NDVI.values  # noqa: B018

@@ -134,20 +134,28 @@ def read_window(
 ) -> np.ndarray:  # fmt: skip
     """Read ``rows x cols`` of ``tile`` from ``ref``; returns ``(1, h, w)`` of ``dtype``."""
     from rasterio.enums import Resampling
+    from rasterio.errors import RasterioError
     from rasterio.vrt import WarpedVRT
     from rasterio.windows import Window
 
     window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
     with open_checked(ref.href, label=ref.label, open_options=dict(ref.open_options)) as src:
-        if not ref.warp:
-            data = src.read(ref.band, window=window, boundless=True, fill_value=fill)
-        else:
-            with WarpedVRT(
-                src, crs=tile.crs, transform=tile.affine, width=tile.width, height=tile.height,
-                resampling=Resampling[resampling], nodata=fill,
-                src_nodata=src.nodata, tolerance=1e-6,  # (near-)exact per-pixel transforms
-            ) as vrt:  # fmt: skip
-                data = vrt.read(ref.band, window=window)
+        try:
+            if not ref.warp:
+                data = src.read(ref.band, window=window, boundless=True, fill_value=fill)
+            else:
+                with WarpedVRT(
+                    src, crs=tile.crs, transform=tile.affine, width=tile.width,
+                    height=tile.height, resampling=Resampling[resampling], nodata=fill,
+                    src_nodata=src.nodata, tolerance=1e-6,  # (near-)exact per-pixel transforms
+                ) as vrt:  # fmt: skip
+                    data = vrt.read(ref.band, window=window)
+        except RasterioError as exc:  # corrupt tiles / truncated files fail only when read
+            raise InputError(
+                f"raster {ref.label or ref.href} band {ref.band} cannot be read at rows "
+                f"{rows[0]}-{rows[1]}, cols {cols[0]}-{cols[1]}: {' '.join(str(exc).split())[:160]}",
+                "the file is corrupt or truncated: re-create or re-download it",
+            ) from None
     return data.astype(dtype, copy=False)[None]
 
 
