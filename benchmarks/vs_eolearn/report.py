@@ -61,14 +61,17 @@ NOTES = """\
 """
 
 
-def load(path: Path | None = None) -> tuple[Path, list[dict]]:
-    """The records of ``path`` or of the newest results file."""
-    if path is None:
+def load(paths: list[Path] | None = None) -> tuple[list[Path], list[dict]]:
+    """The records of ``paths`` (concatenated) or of the newest results file."""
+    if not paths:
         files = sorted((common.WORK / "results").glob("*.jsonl"))
         if not files:
             raise SystemExit("no results yet: run `python -m benchmarks.vs_eolearn run` first")
-        path = files[-1]
-    return path, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        paths = [files[-1]]
+    records = []
+    for path in paths:
+        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return paths, records
 
 
 def _med(vals: list[float]) -> float:
@@ -223,9 +226,14 @@ def _yn(ok: bool) -> str:
     return "yes" if ok else "**NO**"
 
 
-def render(path: Path, records: list[dict]) -> str:
+def _rel(path: Path) -> str:
+    return str(path.relative_to(common.ROOT) if path.is_relative_to(common.ROOT) else path)
+
+
+def render(paths: list[Path], records: list[dict]) -> str:
     """The markdown of ``RESULTS.md``."""
-    ctx = next((r for r in records if r.get("record") == "context"), {})
+    contexts = [r for r in records if r.get("record") == "context"]
+    ctx = contexts[0] if contexts else {}
     runs = [r for r in records if r.get("record") == "run"]
     checks = [r for r in records if r.get("record") == "checks"]
     summary = summarise(runs)
@@ -246,6 +254,14 @@ def render(path: Path, records: list[dict]) -> str:
         f"{el_v.get('opencv-python-headless')}).",
         "",
     ]
+    if len(contexts) > 1:
+        lines += [
+            f"Records from {len(contexts)} runs (same machine and versions): started "
+            + ", ".join(f"{c.get('at')} (load {c.get('machine', {}).get('load_avg_at_start')})"
+                        for c in contexts)
+            + ".",
+            "",
+        ]  # fmt: skip
     load = m.get("load_avg_at_start") or [0]
     if m.get("cores") and load[0] > 0.5 * m["cores"]:
         lines += [
@@ -284,7 +300,7 @@ def render(path: Path, records: list[dict]) -> str:
     lines += [
         "## Raw records (JSON lines; the first is the context)",
         "",
-        f"From `{path.relative_to(common.ROOT) if path.is_relative_to(common.ROOT) else path}`.",
+        f"From {', '.join(f'`{_rel(p)}`' for p in paths)}.",
         "",
         "```jsonl",
     ]
@@ -295,9 +311,11 @@ def render(path: Path, records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(path: Path | None = None, out: Path = common.RESULTS_MD) -> Path:
-    """Write ``RESULTS.md`` from a results file (the newest by default)."""
-    path, records = load(path)
-    out.write_text(render(path, records))
+def report(paths: list[Path] | Path | None = None, out: Path = common.RESULTS_MD) -> Path:
+    """Write ``RESULTS.md`` from results files (the newest one by default)."""
+    if isinstance(paths, Path):
+        paths = [paths]
+    paths, records = load(paths)
+    out.write_text(render(paths, records))
     print(f"report: {out}", file=sys.stderr)
     return out

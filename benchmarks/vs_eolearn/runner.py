@@ -201,6 +201,9 @@ def run(
     keep_outputs: bool = False,
 ) -> Path:
     """Run the whole protocol; return the JSON-lines file."""
+    from benchmarks.vs_eolearn.venv import ensure_eolearn_venv
+
+    ensure_eolearn_venv(work)
     if not inputs_ready(max(sizes), work):
         raise SystemExit(f"inputs for {max(sizes)} patches are missing: run `prepare` first")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
