@@ -30,6 +30,17 @@ from eoflow.gpkg.sql import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _spatialite():
+    """Skip (with the reason) where SpatiaLite or apsw is not installed (make setup does both)."""
+    from eoflow.gpkg.sql import connect
+
+    try:
+        connect(LULC).close()
+    except InputError as exc:
+        pytest.skip(f"spatial SQL engine unavailable: {exc}")
+
+
 def _rasterize(geoms, tile: Tile) -> np.ndarray:
     return rasterio.features.rasterize([(g, 1) for g in geoms], out_shape=tile.shape,
                                        transform=tile.affine, dtype="uint8").astype(bool)  # fmt: skip

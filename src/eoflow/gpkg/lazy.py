@@ -269,7 +269,7 @@ def build_cube(
     """
     import warnings
 
-    from eoflow.cube.model import make_cube
+    from eoflow.cube.model import make_cube, validate_cube
     from eoflow.errors import DataError
 
     if not entries:
@@ -319,4 +319,5 @@ def build_cube(
     ds = make_cube(variables, tile=tile, time=np.array(times), attrs=attrs)
     ds.attrs["source"] = source
     ds.attrs["reprojected"] = reprojected
+    validate_cube(ds)
     return ds
