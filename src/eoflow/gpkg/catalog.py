@@ -196,10 +196,11 @@ def _layer_date(name: str, description: str, md: dict[str, str]) -> tuple[str | 
 
 
 def _raster_bands(path: Path, name: str, md: dict[str, str]) -> tuple[int, str, int, int]:
-    import rasterio
+    from eoflow.gpkg.lazy import open_checked
 
     opts = {"BAND_COUNT": md["EOFLOW_BAND_COUNT"]} if "EOFLOW_BAND_COUNT" in md else {}
-    with rasterio.open(f"GPKG:{path}:{name}", **opts) as src:
+    href = f"GPKG:{path}:{name}"
+    with open_checked(href, label=f"{path}:{name}", open_options=opts) as src:
         return src.count, src.dtypes[0], src.width, src.height
 
 
