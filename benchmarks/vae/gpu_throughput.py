@@ -134,7 +134,7 @@ def run_eoflow(a: argparse.Namespace) -> dict:
     def train_step(opt, batch):
         x, dec, y = batch
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_autocast):
-            out = fwd(x, dec)
+            out = fwd(x, dec, padded=False)  # fixed-length batches: flash-eligible SDPA
             ce = F.cross_entropy(out["logits"].float().flatten(0, 1), y.flatten())
             kl = torch.clamp(kl_per_dim(out["mu"], out["logvar"]), min=0.25).sum()
             loss = ce + 0.1 * kl / lt

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -17,7 +18,7 @@ def _load(args: argparse.Namespace) -> Any:
 
     cfg = load_vae_config(args.config)
     if getattr(args, "out", None):
-        cfg = cfg.model_copy(update={"out": args.out})
+        cfg = cfg.model_copy(update={"out": str(Path(args.out).resolve())})
     return cfg
 
 

@@ -250,10 +250,18 @@ class ByteVAE(nn.Module):
             nn.init.normal_(m.weight, 0.0, 1.0)
 
     # ------------------------------------------------------------------ encoder side
-    def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder states ``(B, L, d)`` and the key mask ``(B, L)`` (True = real token)."""
+    def encode(
+        self, ids: torch.Tensor, padded: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states ``(B, L, d)`` and the key mask ``(B, L)`` (True = real token).
+
+        ``padded=False`` promises there is no padding: no attention mask (flash-eligible SDPA) and
+        no device sync; ``None`` checks the ids.
+        """
         keep = ids != PAD_ID
-        mask = None if bool(keep.all()) else keep[:, None, None, :]
+        if padded is None:
+            padded = not bool(keep.all())
+        mask = keep[:, None, None, :] if padded else None
         rope = _rope(ids.shape[1], self.cfg.d_kv, self.cfg.rope_base, ids.device)
         h = self.embed(ids)
         for blk in self.enc:
@@ -266,9 +274,11 @@ class ByteVAE(nn.Module):
         w = keep.to(h.dtype).unsqueeze(-1)
         return (h * w).sum(1) / w.sum(1).clamp_min(1.0)
 
-    def posterior(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def posterior(
+        self, ids: torch.Tensor, padded: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``mu, logvar`` (float32) and the pooled encoder state."""
-        h, keep = self.encode(ids)
+        h, keep = self.encode(ids, padded)
         pooled = self.pool(h, keep)
         mu, logvar = self.to_stats(pooled).float().chunk(2, dim=-1)
         return mu, logvar.clamp(-20.0, 10.0), pooled
@@ -288,20 +298,24 @@ class ByteVAE(nn.Module):
         return self.lm_head(self.dec_norm(h))
 
     def forward(
-        self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, sample: bool = True
+        self,
+        input_ids: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+        sample: bool = True,
+        padded: bool | None = None,
     ) -> dict[str, torch.Tensor]:
         """Encode, sample ``z`` (reparameterised; ``mu`` when ``sample`` is False) and decode."""
-        mu, logvar, _ = self.posterior(input_ids)
+        mu, logvar, _ = self.posterior(input_ids, padded)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
         return {"mu": mu, "logvar": logvar, "z": z, "logits": self.decode(z, decoder_input_ids)}
 
     def predict_value(
-        self, input_ids: torch.Tensor
+        self, input_ids: torch.Tensor, padded: bool | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Head output ``(B, head_outputs)`` plus ``mu``/``logvar``."""
         if self.head is None:
             raise RuntimeError("model has no value head (head_outputs=0)")
-        mu, logvar, pooled = self.posterior(input_ids)
+        mu, logvar, pooled = self.posterior(input_ids, padded)
         x = mu if self.cfg.head_input == "mu" else pooled
         return self.head(x.to(self.head[0].weight.dtype)).float(), {"mu": mu, "logvar": logvar}
 

@@ -187,7 +187,9 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = self.tc.lr * lr_factor(self.step, self.tc.steps, self.tc.warmup_steps)
         self.model.train()
+        padded = bool((batch["input_ids"] == 0).any())  # on the host: no device sync
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch["padded"] = padded  # type: ignore[assignment]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             loss, metrics = self.step_fn(self.fwd, batch, self.step)  # type: ignore[arg-type]
         if not torch.isfinite(loss):
@@ -264,7 +266,7 @@ def pretrain_step_fn(kl: KLConfig, total: int) -> StepFn:
     def step(
         model: ByteVAE, batch: dict[str, torch.Tensor], i: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(batch["input_ids"], batch["decoder_input_ids"])
+        out = model(batch["input_ids"], batch["decoder_input_ids"], padded=batch.get("padded"))
         labels = batch["labels"]
         n_tok = (labels != -100).sum().clamp_min(1)
         ce = F.cross_entropy(
@@ -294,7 +296,7 @@ def value_step_fn(task: str, mean: float, std: float, beta: float) -> StepFn:
     def step(
         model: ByteVAE, batch: dict[str, torch.Tensor], i: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        pred, aux = model.predict_value(batch["input_ids"])
+        pred, aux = model.predict_value(batch["input_ids"], batch.get("padded"))
         if task == "regression":
             main = F.mse_loss(pred[:, 0], (batch["value"] - mean) / std)
             m = {"mse": float(main.detach())}
