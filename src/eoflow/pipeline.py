@@ -106,14 +106,16 @@ def run_pipeline(
     from eoflow.manifest import write_manifest
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tiles = make_tiles(cfg)
     ctx = RunContext(cfg=cfg, out=out, tiles=tiles, resume=resume, quiet=quiet)
     ctx.load_status()
-    ctx.log(f"{len(tiles)} tile(s) of {cfg.grid.tile_size_px} px; run directory {out}")
     order = [s for s in STAGES if s in stages]
     preflight(ctx, order)
-    with _lock(out), connect(cfg.cluster, address=scheduler, quiet=quiet) as client:
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_lock(out))
+        ctx.log(f"{len(tiles)} tile(s) of {cfg.grid.tile_size_px} px; run directory {out}")
+        client = stack.enter_context(connect(cfg.cluster, address=scheduler, quiet=quiet))
         ctx.client = client
         if not resume:
             _forget(out)

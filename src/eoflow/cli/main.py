@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from eoflow.errors import EoflowError
@@ -53,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        warnings.filterwarnings("ignore")  # user-facing output is one line; --debug shows all
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in spawned Dask workers
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = debug

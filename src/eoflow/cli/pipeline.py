@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_demo)
     p = subparsers.add_parser("run", help="run every stage from a YAML config")
     p.add_argument("config", type=Path)
+    p.add_argument("--until", choices=list(_STAGE_HELP), help="stop after this stage")
     _common(p)
     p.set_defaults(func=_run, stages=None)
     for stage, help_text in _STAGE_HELP.items():
@@ -69,6 +70,9 @@ def _execute(config: Path, args) -> int:
     cfg = load_config(config)
     out = args.out or Path("runs") / cfg.name
     stages = args.stages or STAGES
+    until = getattr(args, "until", None)
+    if until:
+        stages = STAGES[: STAGES.index(until) + 1]
     _check_out(out, args.resume, args.stages)
     t0 = time.perf_counter()
     ctx = run_pipeline(cfg, out, stages=tuple(stages), scheduler=args.scheduler, quiet=args.quiet)

@@ -156,6 +156,23 @@ def search_items(
     return ItemSet(items=tuple(unique), static_assets=static, source=catalog)
 
 
+def check_asset_names(itemset: ItemSet, assets: list[str] | None) -> list[str]:
+    """The asset keys to load; refuse unknown or unsafe names (they become Zarr paths)."""
+    info = itemset.asset_info()
+    wanted = assets or sorted(info)
+    bad = [a for a in wanted if not _SAFE_NAME.match(a)]
+    if bad:
+        raise InputError(f"asset key(s) {bad} of {itemset.source} are not safe variable names",
+                         "asset keys may use letters, digits, '_', '-', '.' only")  # fmt: skip
+    missing = [a for a in wanted if a not in info]
+    if missing:
+        raise InputError(
+            f"asset(s) {missing} not found in any Item of {itemset.source}",
+            f"available assets: {sorted(info)}",
+        )
+    return wanted
+
+
 def preflight_assets(itemset: ItemSet, assets: list[str] | None, *, threads: int = 16) -> int:
     """Open the header of every asset file the run will read; refuse bad ones before any graph.
 
@@ -171,7 +188,7 @@ def preflight_assets(itemset: ItemSet, assets: list[str] | None, *, threads: int
 
     from eoflow.sources.rasters import open_raster
 
-    wanted = set(assets or itemset.asset_info())
+    wanted = set(check_asset_names(itemset, assets))
     jobs = [
         (i["id"], k, a["href"])
         for i in itemset.items
@@ -213,17 +230,7 @@ def stack_items(
     import stackstac
 
     info = itemset.asset_info()
-    wanted = assets or sorted(info)
-    bad = [a for a in wanted if not _SAFE_NAME.match(a)]
-    if bad:
-        raise InputError(f"asset key(s) {bad} of {itemset.source} are not safe variable names",
-                         "asset keys may use letters, digits, '_', '-', '.' only")  # fmt: skip
-    missing = [a for a in wanted if a not in info]
-    if missing:
-        raise InputError(
-            f"asset(s) {missing} not found in any Item of {itemset.source}",
-            f"available assets: {sorted(info)}",
-        )
+    wanted = check_asset_names(itemset, assets)
     groups: dict[tuple, list[str]] = defaultdict(list)
     for a in wanted:
         groups[(info[a]["dtype"], str(info[a]["nodata"]))].append(a)

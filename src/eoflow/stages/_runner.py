@@ -76,4 +76,7 @@ def run_tiles(
                 ctx.mark_failed(tile, stage, exc)
             bar.update()
     bar.close()
+    for tile in tiles:  # late writes of failed tiles' tasks: never leave their chunks behind
+        if ctx.status.get(tile.tile_id, {}).get("state") == "failed" and tile not in done:
+            shutil.rmtree(Path(store) / tile.tile_id, ignore_errors=True)
     return [t for t in tiles if t in done]
