@@ -122,6 +122,11 @@ def test_french_parcels_epsg2154(tmp_path):
     assert gdf.feature_id.nunique() == len(maize) == 59
     assert len(gdf) == _rasterize(maize.geometry, tile).sum()
     assert (gdf.value.to_numpy() == gdf.feature_id.to_numpy()).all()  # raster of parcel fids
+    cells = cells_in_polygons(gpkg, "lpis_iacs", tile)  # every parcel, vs rasterize per parcel
+    grouped = {fid: set(map(tuple, g[["row", "col"]].to_numpy())) for fid, g in
+               cells.groupby("feature_id")}  # fmt: skip
+    for fid, geom in parcels.geometry.items():
+        assert grouped.get(fid, set()) == set(map(tuple, np.argwhere(_rasterize([geom], tile))))
     big = pixels_in_polygons(gpkg, "lpis_iacs", cube, where="surf_parc>=10")
     assert big.feature_id.nunique() == (parcels.surf_parc >= 10).sum() > 0
 
