@@ -159,6 +159,8 @@ def test_names_checked_and_values_bound(tmp_path, scene_cube, patch_tile):
         cells_in_polygons(copy, 'LULC"; DROP TABLE "LULC', patch_tile)
     with pytest.raises(InputError, match="column 'x\" OR 1=1 --' not found"):
         cells_in_polygons(copy, "LULC", patch_tile, where=AttributeFilter('x" OR 1=1 --', "=", 1))
+    with pytest.raises(InputError, match="operator"):
+        cells_in_polygons(copy, "LULC", patch_tile, where=AttributeFilter("fid", "= 1 OR 1 =", 1))
     none = cells_in_polygons(copy, "LULC", patch_tile, where="LULC_NAME=forest' OR '1'='1")
     assert len(none) == 0  # bound as a value, not SQL
     assert pyogrio.read_info(copy, layer="LULC")["features"] == 88

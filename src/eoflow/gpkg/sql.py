@@ -196,6 +196,9 @@ def _shapes_sql(
             names.append(f":id{k}")
         conds.append(f"{quote_ident(idcol)} IN ({', '.join(names) or 'NULL'})")
     if where is not None:
+        if where.op not in _OPS.values():
+            raise InputError(f"filter operator {where.op!r} not allowed",
+                             f"use one of {sorted(set(_OPS.values()))}")  # fmt: skip
         params["wval"] = where.value
         conds.append(f"{quote_ident(where.column)} {where.op} :wval")
     sql = (f"SELECT rowid AS k, {quote_ident(idcol)} AS sid, {g} AS g FROM {quote_ident(info.name)} "
