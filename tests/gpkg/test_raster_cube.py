@@ -163,3 +163,25 @@ def test_truncated_cog_fails_with_typed_error_when_read(tmp_path, patch_tile):
     cube = load_geotiff_cube(tmp_path, tile=patch_tile, chunks={"y": 64, "x": 64})  # opens fine
     with pytest.raises(InputError, match=r"S2_20170501_NDVI\.tif band 1 cannot be read"):
         cube.NDVI.values  # noqa: B018
+
+
+def test_gdal_written_byte_tiles_read_as_one_band(tmp_path, scene_cube):
+    """A 1-band uint8 layer as GDAL writes it (grey+alpha PNG tiles, no eoflow metadata)."""
+    path = tmp_path / "clm.gpkg"
+    clm = scene_cube.CLM.values
+    for k in range(2):
+        opts = {"RASTER_TABLE": f"clm_{SCENE_DATES[k]}"}
+        if path.exists():
+            opts["APPEND_SUBDATASET"] = "YES"
+        with rasterio.open(path, "w", driver="GPKG", width=100, height=101, count=1,
+                           dtype="uint8", crs="EPSG:32633", transform=PATCH_TRANSFORM,
+                           **opts) as dst:  # fmt: skip
+            dst.write(clm[k], 1)
+    with rasterio.open(f"GPKG:{path}:clm_{SCENE_DATES[0]}") as src:
+        assert src.count == 4  # what plain GDAL exposes
+    layers = list_layers(path)
+    assert [(x.band_count, x.dtype, x.tile_bands, x.date_source) for x in layers] == [
+        (1, "uint8", 1, "name")] * 2  # fmt: skip
+    cube = load_gpkg_raster_cube(path)
+    assert list(cube.data_vars) == ["clm"]
+    np.testing.assert_array_equal(cube.clm.values, clm[:2])

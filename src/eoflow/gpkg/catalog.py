@@ -66,6 +66,14 @@ class LayerInfo:
     date_source: str | None = None
     """Where the date came from: ``RASTER_DATE``, ``description`` or ``name``."""
     metadata: dict[str, str] = field(default_factory=dict)
+    tile_bands: int | None = None
+    """Data bands of a ``tiles`` layer: ``EOFLOW_BAND_COUNT`` metadata, else read from the first
+    tile (PNG grey/grey+alpha -> 1, RGB/RGBA -> 3, JPEG/WebP -> 3; no tile at all -> 1);
+    None = GDAL's default (4)."""
+
+    def open_options(self) -> dict[str, str]:
+        """rasterio open options reading exactly the data bands of this layer."""
+        return {"BAND_COUNT": str(self.tile_bands)} if self.tile_bands else {}
 
     @property
     def datetime(self) -> np.datetime64 | None:
@@ -195,10 +203,27 @@ def _layer_date(name: str, description: str, md: dict[str, str]) -> tuple[str | 
     return None, None
 
 
-def _raster_bands(path: Path, name: str, md: dict[str, str]) -> tuple[int, str, int, int]:
+def _tile_bands(con: sqlite3.Connection, name: str, md: dict[str, str]) -> int | None:
+    """Data bands of a ``tiles`` table (see :attr:`LayerInfo.tile_bands`)."""
+    if md.get("EOFLOW_BAND_COUNT", "").isdigit():
+        return int(md["EOFLOW_BAND_COUNT"])
+    try:
+        row = con.execute(f"SELECT tile_data FROM {quote_ident(name)} LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return None
+    if row is None:
+        return 1  # GDAL writes no tile for all-empty data: nothing to read in any band
+    blob = bytes(row[0]) if row[0] is not None else b""
+    if blob.startswith(b"\x89PNG\r\n\x1a\n") and len(blob) > 25:
+        return {0: 1, 3: None, 4: 1, 2: 3, 6: 3}.get(blob[25])  # PNG colour type
+    if blob.startswith(b"\xff\xd8") or blob[8:12] == b"WEBP":
+        return 3
+    return None
+
+
+def _raster_bands(path: Path, name: str, opts: dict[str, str]) -> tuple[int, str, int, int]:
     from eoflow.gpkg.lazy import open_checked
 
-    opts = {"BAND_COUNT": md["EOFLOW_BAND_COUNT"]} if "EOFLOW_BAND_COUNT" in md else {}
     href = f"GPKG:{path}:{name}"
     with open_checked(href, label=f"{path}:{name}", open_options=opts) as src:
         return src.count, src.dtypes[0], src.width, src.height
@@ -269,9 +294,12 @@ def list_layers(
                 ).fetchone()[0]
             if lkind == "raster":
                 info["date"], info["date_source"] = _layer_date(name, desc, md)
+                if data_type == "tiles":
+                    info["tile_bands"] = _tile_bands(con, name, md)
                 if details:
+                    opts = {"BAND_COUNT": str(info["tile_bands"])} if info.get("tile_bands") else {}
                     (info["band_count"], info["dtype"], info["width"],
-                     info["height"]) = _raster_bands(path, name, md)  # fmt: skip
+                     info["height"]) = _raster_bands(path, name, opts)  # fmt: skip
             layers.append(LayerInfo(**info))
     return layers
 

@@ -302,9 +302,7 @@ def _append_raster(src: Path, dst: Path, layer: str | None, target: str, date, o
 
     href = f"GPKG:{src}:{layer}" if layer else str(src)
     info = check_layer(src, layer) if layer else None
-    opts = {}
-    if info and "EOFLOW_BAND_COUNT" in info.metadata:
-        opts["BAND_COUNT"] = info.metadata["EOFLOW_BAND_COUNT"]
+    opts = info.open_options() if info else {}
     with open_checked(href, open_options=opts) as ds:
         data, profile, tags = ds.read(), ds.profile, ds.tags()
     dtype = str(data.dtype)

@@ -54,9 +54,7 @@ def layer_entries(path: Path, layers: list[LayerInfo]) -> list[BandEntry]:
                 "no ISO date in its description or name)",
                 "add -mo RASTER_DATE=YYYY-MM-DD or exclude it with --match",
             )
-        opts = {}
-        if "EOFLOW_BAND_COUNT" in layer.metadata:
-            opts["BAND_COUNT"] = layer.metadata["EOFLOW_BAND_COUNT"]
+        opts = layer.open_options()
         href = f"GPKG:{path}:{layer.name}"
         label = f"{path.name}:{layer.name}"
         with open_checked(href, label=label, open_options=opts) as src:
