@@ -76,3 +76,37 @@ def test_distributed_lightgbm_matches_local(runs):
     assert side["trained_with"] == "lightgbm.dask" and side["workers"] == 2
     assert abs(remote["overall_accuracy"] - local["overall_accuracy"]) <= ACCURACY_TOLERANCE
     assert remote["test_tiles"] == local["test_tiles"]
+
+
+def test_worker_killed_mid_run_gives_identical_outputs(runs, dask_processes, tmp_path):
+    """SIGKILL one worker process while a run is writing: the run finishes, outputs are identical."""
+    import signal
+    import time
+
+    from distributed import Client
+
+    local, _ = runs
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "eoflow.cli.main", "run", str(_config(tmp_path, "k")), "--out", str(out),
+            "--until", "features", "--scheduler", dask_processes, "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger = out / "ledger" / "cube"
+    deadline = time.time() + 300
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and not (ledger.exists() and any(ledger.iterdir()))
+    ):
+        time.sleep(0.05)
+    with Client(dask_processes) as client:
+        pids = client.run(os.getpid)  # worker address -> worker process id
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        client.wait_for_workers(2, timeout=120)  # the nanny restarts the worker for later tests
+    tiles = json.loads((local / "tiles.json").read_text())
+    for tid in tiles:
+        a = xr.open_zarr(local / "features.zarr", group=tid, consolidated=False)
+        b = xr.open_zarr(out / "features.zarr", group=tid, consolidated=False)
+        for var in a.data_vars:
+            np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=f"{tid}/{var}")
