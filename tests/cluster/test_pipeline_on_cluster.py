@@ -101,7 +101,7 @@ def test_worker_killed_mid_run_gives_identical_outputs(runs, dask_processes, tmp
     with Client(dask_processes) as client:
         pids = client.run(os.getpid)  # worker address -> worker process id
         os.kill(next(iter(pids.values())), signal.SIGKILL)
-        stdout, stderr = proc.communicate(timeout=600)
+        _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-3000:]
         client.wait_for_workers(2, timeout=120)  # the nanny restarts the worker for later tests
     tiles = json.loads((local / "tiles.json").read_text())
