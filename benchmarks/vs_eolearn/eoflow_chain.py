@@ -97,25 +97,36 @@ def features_config():
     )
 
 
-def _write_samples(path: Path, parts: list[dict], tile_ids: list[str], attrs: dict) -> int:
-    """Write ``samples.zarr`` per ``docs/formats.md`` (one write per array)."""
-    import zarr
+class SamplesWriter:
+    """Append each patch's samples to ``samples.zarr`` (``docs/formats.md``) as it arrives.
 
-    shutil.rmtree(path, ignore_errors=True)
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    cols = {
-        name: np.concatenate([p[name] for p in parts])
-        for name in ("X", "y", "row", "col", "xcoord", "ycoord")
-    }
-    cols["tile"] = np.concatenate(
-        [np.full(p["y"].shape[0], i, np.int32) for i, p in enumerate(parts)]
-    )
-    for name, arr in cols.items():
-        chunks = (65_536, *arr.shape[1:])
-        a = root.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
-        a[...] = arr
-    root.attrs.update({**attrs, "tiles": tile_ids})
-    return int(cols["y"].shape[0])
+    Streaming, as eoflow's ``sample`` stage does, so the client never holds every patch's samples
+    at once (its memory stays flat in the number of patches).
+    """
+
+    NAMES = ("X", "y", "tile", "row", "col", "xcoord", "ycoord")
+
+    def __init__(self, path: Path, attrs: dict):
+        import zarr
+
+        shutil.rmtree(path, ignore_errors=True)
+        self.root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.root.attrs.update(attrs)
+        self.n = 0
+
+    def append(self, part: dict, tile_index: int) -> None:
+        """Append one patch's rows."""
+        k = int(part["y"].shape[0])
+        part = {**part, "tile": np.full(k, tile_index, np.int32)}
+        for name in self.NAMES:
+            arr = np.asarray(part[name])
+            if name not in self.root:
+                self.root.create_array(name, shape=(0, *arr.shape[1:]), dtype=arr.dtype,
+                                       chunks=(65_536, *arr.shape[1:]))  # fmt: skip
+            z = self.root[name]
+            z.resize((self.n + k, *arr.shape[1:]))
+            z[self.n : self.n + k] = arr
+        self.n += k
 
 
 def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
@@ -180,15 +191,19 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
                               pure=False)
                 for tid in tile_ids
             ]  # fmt: skip
-            parts = client.gather(futs)
             attrs = {
                 "features": list(common.FEATURES),
                 "time": [str(t)[:19] for t in grid],
+                "tiles": tile_ids,
                 "crs": f"EPSG:{common.CRS_EPSG}",
                 "sampling": {"fraction": common.SAMPLE_FRACTION, "seed": common.SAMPLE_SEED,
                              "exclude": list(common.SAMPLE_EXCLUDE)},
             }  # fmt: skip
-            n_samples = _write_samples(sstore, parts, tile_ids, attrs)
+            writer = SamplesWriter(sstore, attrs)
+            for i, fut in enumerate(futs):  # in patch order, one patch in the client at a time
+                writer.append(fut.result(), i)
+                fut.release()
+            n_samples = writer.n
             phases["sampling"] = time.perf_counter() - t3
         records = ts.data
     stages, by_prefix = stage_seconds(records)

@@ -8,8 +8,9 @@
 * **peak RSS (tree)**: the largest sum of RSS over the child and all its descendants, polled every
   ``interval`` seconds with psutil. Shared pages are counted once per process, so this is an upper
   bound (forked workers share their parent's pages).
-* **peak RSS (one process)**: the largest RSS of any single process (the "per worker" figure), from
-  polling and from ``ru_maxrss`` of the reaped children.
+* **peak RSS (one process)**: the largest RSS of any single process, from polling and from
+  ``ru_maxrss`` of the reaped children; also split into the main process (client / executor
+  parent) and the largest child process (a worker, when workers are processes).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Measurement:
     cpu_polled_s: float
     peak_tree_rss: int
     peak_proc_rss: int
+    peak_main_rss: int
+    peak_child_rss: int
     max_processes: int
     samples: int
     log_tail: str = ""
@@ -70,6 +73,7 @@ def measure(
     proc = psutil.Popen(cmd, cwd=cwd, env=env, stdout=log_fh, stderr=subprocess.STDOUT)
     peak_tree = peak_proc = max_procs = n_samples = 0
     cpu_seen: dict[tuple[int, float], float] = {}
+    peaks: dict[tuple[int, float], int] = {}
     stop = threading.Event()
 
     def poll() -> None:
@@ -87,6 +91,7 @@ def measure(
                     continue
                 total += rss
                 peak_proc = max(peak_proc, rss)
+                peaks[key] = max(peaks.get(key, 0), rss)
                 cpu_seen[key] = ct.user + ct.system
             peak_tree = max(peak_tree, total)
             max_procs = max(max_procs, len(procs))
@@ -111,6 +116,8 @@ def measure(
     cpu_ru = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cpu_polled = sum(cpu_seen.values())
     peak_proc = max(peak_proc, after.ru_maxrss * 1024 if after.ru_maxrss > before.ru_maxrss else 0)
+    peak_main = max((v for (pid, _), v in peaks.items() if pid == proc.pid), default=0)
+    peak_child = max((v for (pid, _), v in peaks.items() if pid != proc.pid), default=0)
     tail = ""
     if log and Path(log).exists():
         tail = Path(log).read_bytes()[-3000:].decode(errors="replace")
@@ -123,6 +130,8 @@ def measure(
         cpu_polled_s=cpu_polled,
         peak_tree_rss=peak_tree,
         peak_proc_rss=peak_proc,
+        peak_main_rss=peak_main,
+        peak_child_rss=peak_child,
         max_processes=max_procs,
         samples=n_samples,
         log_tail=tail,

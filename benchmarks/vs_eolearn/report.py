@@ -106,6 +106,8 @@ def summarise(runs: list[dict]) -> dict[int, dict[str, dict]]:
                 "cpu_s": _med([r["cpu_s"] for r in rs]),
                 "peak_tree_gib": _med([r["peak_tree_rss"] for r in rs]) / GIB,
                 "peak_proc_gib": _med([r["peak_proc_rss"] for r in rs]) / GIB,
+                "peak_main_gib": _med([r.get("peak_main_rss") or float("nan") for r in rs]) / GIB,
+                "peak_child_gib": _med([r.get("peak_child_rss") or float("nan") for r in rs]) / GIB,
                 "output_mb": _med([r["output_bytes"] for r in rs]) / MB,
                 "mpx_s_core": _med([r["throughput_px_dates_per_s_per_core"] for r in rs]) / 1e6,
                 "stages": stages,
@@ -130,6 +132,8 @@ def _size_table(n: int, s: dict[str, dict]) -> list[str]:
         ("CPU time, whole tree (s)", "cpu_s", 1),
         ("peak RSS, process tree (GiB)", "peak_tree_gib", 2),
         ("peak RSS, largest process (GiB)", "peak_proc_gib", 2),
+        ("peak RSS, main process (GiB)", "peak_main_gib", 2),
+        ("peak RSS, largest child process = worker (GiB)", "peak_child_gib", 2),
         ("output (MB)", "output_mb", 1),
         ("throughput (M pixel-dates / s / core)", "mpx_s_core", 3),
     ]

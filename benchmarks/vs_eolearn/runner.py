@@ -135,6 +135,8 @@ def run_one(system: str, n: int, rep: int, work: Path, timeout: float | None) ->
         "cpu_s": m.cpu_s,
         "peak_tree_rss": m.peak_tree_rss,
         "peak_proc_rss": m.peak_proc_rss,
+        "peak_main_rss": m.peak_main_rss,
+        "peak_child_rss": m.peak_child_rss,
         "max_processes": m.max_processes,
         "output_bytes": common.dir_bytes(out),
         "pixel_dates": common.pixel_dates(n),
