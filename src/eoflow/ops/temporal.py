@@ -58,6 +58,10 @@ def interpolate_to_grid(da: xr.DataArray, valid: xr.DataArray, grid: np.ndarray)
     order = np.argsort(da["time"].values, kind="stable")
     if not np.array_equal(order, np.arange(order.size)):  # input order must not matter
         da, valid = da.isel(time=order), valid.isel(time=order)
+    if da.chunks is not None and len(da.chunks[da.get_axis_num("time")]) > 1:
+        da = da.chunk({"time": -1})
+    if valid.chunks is not None and len(valid.chunks[valid.get_axis_num("time")]) > 1:
+        valid = valid.chunk({"time": -1})
     src_t = _to_days(da["time"].values)
     dst_t = _to_days(grid)
     out = xr.apply_ufunc(

@@ -62,7 +62,7 @@ def open_source(cfg: RunConfig, tiles: list[Tile]) -> tuple[Callable[[Tile], xr.
                 src.paths, tile=tile, date_pattern=src.date_pattern, band_names=src.band_names,
                 chunks={"time": -1, "y": chunk, "x": chunk},
             )  # fmt: skip
-            return _in_range(ds, cfg)
+            return _one_time_chunk(_in_range(ds, cfg), chunk)
 
         return build, {"kind": "geotiff", "paths": src.paths}
     if isinstance(src, GpkgRasterSource):
@@ -72,7 +72,7 @@ def open_source(cfg: RunConfig, tiles: list[Tile]) -> tuple[Callable[[Tile], xr.
             ds = load_gpkg_raster_cube(
                 src.path, tile=tile, match=src.match, chunks={"time": -1, "y": chunk, "x": chunk}
             )
-            return _in_range(ds, cfg)
+            return _one_time_chunk(_in_range(ds, cfg), chunk)
 
         return build, {"kind": "gpkg", "path": src.path}
     if isinstance(src, SyntheticSource):
@@ -99,6 +99,11 @@ def _check_footprints(items, tiles: list[Tile], catalog: str) -> None:
             f"the AOI (lon/lat {tuple(round(v, 4) for v in bbox.bounds)}) lies outside every Item of {catalog}",
             "check the AOI's CRS and extent against the data",
         )
+
+
+def _one_time_chunk(ds: xr.Dataset, chunk: int) -> xr.Dataset:
+    """A chunk holds the full time series of a spatial block."""
+    return ds.chunk({d: (-1 if d == "time" else chunk) for d in ds.dims if d in ("time", "y", "x")})
 
 
 def _in_range(ds: xr.Dataset, cfg: RunConfig) -> xr.Dataset:
