@@ -160,13 +160,18 @@ def _nd_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a - b) / (a + b)
 
 
-def main() -> int:
-    """Print the profile as JSON and append it to the newest results file."""
+def main(argv: list[str] | None = None) -> int:
+    """Print the profile as JSON and append it to a results file (default: the newest)."""
+    import argparse
     import json
 
-    res = profile()
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.vs_eolearn.profile")
+    ap.add_argument("--results", type=Path, default=None, help="JSON-lines file to append to")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    res = profile(repeats=args.repeats)
     print(json.dumps(res, indent=1))
-    files = sorted((common.WORK / "results").glob("*.jsonl"))
+    files = [args.results] if args.results else sorted((common.WORK / "results").glob("*.jsonl"))
     if files:
         with files[-1].open("a") as fh:
             fh.write(json.dumps(res) + "\n")

@@ -234,4 +234,7 @@ def run(
             if not keep_outputs:
                 for r in recs.values():
                     shutil.rmtree(r["out"], ignore_errors=True)
+    # eoflow's ops one by one on patch 0 (own process; appends a "profile" record)
+    subprocess.run([sys.executable, "-m", "benchmarks.vs_eolearn.profile", "--results", str(path)],
+                   cwd=common.ROOT, env=common.thread_env(), stdout=subprocess.DEVNULL, check=False)  # fmt: skip
     return path
