@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -139,7 +140,10 @@ def run_pipeline(
                     "model": cfg.model.seed,
                 },
                 timings=ctx.timings,
-                extra={"tile_status": ctx.status},
+                extra={
+                    "tile_status": ctx.status,
+                    "plan": json.loads(ctx.plan.to_json()) if getattr(ctx, "plan", None) else None,
+                },  # fmt: skip
             )
     return ctx
 
@@ -153,12 +157,80 @@ def preflight(ctx: RunContext, order: list[str]) -> None:
     cfg = ctx.cfg
     if "ingest" in order:
         ctx.source = open_source(cfg, ctx.tiles)
+        ctx.plan = plan_run(cfg, ctx.tiles, ctx.source[1], out=ctx.out)
     if {"features", "sample", "report"} & set(order):
         r = cfg.reference
         ctx.reference = open_reference(r.path, layer=r.layer, value_column=r.value_column)
         ClassTable.from_vector(r.path, layer=ctx.reference.layer, id_column=r.value_column,
                                name_column=r.name_column, color_column=r.color_column,
                                allow_unnamed=True)  # fmt: skip
+
+
+def _cube_bands(cfg: RunConfig, info: dict) -> tuple[int, dict[str, str]] | None:
+    """Dates and band dtypes of the cube the source will give, when known without reading pixels."""
+    from eoflow.config import StacSource, SyntheticSource
+
+    if isinstance(cfg.source, StacSource) and info.get("asset_info"):
+        wanted = cfg.source.assets or sorted(info["asset_info"])
+        return len(info["items"]), {a: info["asset_info"][a]["dtype"] for a in wanted}
+    if isinstance(cfg.source, SyntheticSource):
+        n = (cfg.end - cfg.start).days // cfg.source.revisit_days + 1
+        return n, {**dict.fromkeys(("B02", "B03", "B04", "B08", "B11", "B12"), "uint16"),
+                   **dict.fromkeys(("CLM", "IS_DATA", "SCL"), "uint8")}  # fmt: skip
+    return None
+
+
+def plan_run(
+    cfg: RunConfig,
+    tiles: list[Tile],
+    info: dict,
+    *,
+    out: Path | None = None,
+    address: str | None = None,
+):
+    """Cost the run from metadata (:func:`eoflow.plan.make_plan`); refuse one that cannot fit.
+
+    Checks the peak memory of a worker against its limit (local cluster) and the stored size
+    against the free disk space of the run directory. Returns the plan, or None when the source
+    cannot tell its size without reading pixels.
+    """
+    import shutil
+
+    import psutil
+
+    from eoflow.cluster import _local_sizes
+    from eoflow.ops.temporal import regular_grid
+    from eoflow.plan import make_plan, parse_bytes
+
+    known = _cube_bands(cfg, info)
+    if known is None:
+        return None
+    n_dates, bands = known
+    workers, threads = _local_sizes(cfg.cluster)
+    mem = cfg.cluster.memory_limit
+    memory = psutil.virtual_memory().total // workers if mem == "auto" else parse_bytes(mem)
+    c = cfg.grid.chunk_px
+    plan = make_plan(
+        tiles, n_dates=n_dates, bands=bands, chunks={"time": -1, "y": c, "x": c}, workers=workers,
+        memory_per_worker_bytes=memory, threads_per_worker=threads,
+        n_items=len(info.get("items", [])) or None,
+        n_features=len(cfg.features.indices) + len(cfg.features.bands),
+        n_grid_dates=len(regular_grid(cfg.start, cfg.end, cfg.features.step_days)),
+        batch_tiles=cfg.cluster.batch_tiles, strict=address is None,
+    )  # fmt: skip
+    if out is not None:
+        probe = Path(out).resolve()
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        need = 2 * plan.stored_bytes  # cube + features (features are about the cube's size)
+        if need > free:
+            raise InputError(
+                f"the run needs about {need / 1e9:.1f} GB in {out} but only {free / 1e9:.1f} GB are free "
+                f"({len(tiles)} tiles x {n_dates} dates x {len(bands)} bands)",
+                "free disk space, choose another --out, or split the AOI",
+            )
+    return plan
 
 
 def _require_tiles(ctx: RunContext, stage: str) -> None:

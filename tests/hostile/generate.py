@@ -290,6 +290,44 @@ def single_date(c):
     return _config(c, start="2017-01-01", end="2017-01-05")
 
 
+@case
+def aoi_spans_utm_zones(c):
+    return _config(c, aoi={"bbox": [5.0, 45.0, 25.0, 46.0], "path": None})
+
+
+@case
+def chunk_too_large_for_memory(c):
+    return _config(
+        c,
+        grid={"tile_size_px": 12000, "chunk_px": 12000},
+        cluster={"n_workers": 2, "memory_limit": "1GB"},
+    )
+
+
+@case
+def mixed_resolution(c):
+    """B11 of one date rewritten at 20 m (every 2 x 2 block from its top-left pixel)."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    path = _asset(c, KEEP[0], "B11")
+    with rasterio.open(path) as src:
+        data, profile = src.read(1), src.profile
+    t = profile["transform"]
+    coarse = data[::2, ::2]
+    profile.update(driver="GTiff", width=coarse.shape[1], height=coarse.shape[0],
+                   transform=Affine(t.a * 2, 0, t.c, 0, t.e * 2, t.f), blockxsize=16, blockysize=16, tiled=True)  # fmt: skip
+    path.unlink()
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(coarse, 1)
+    item = c / "data" / "items" / KEEP[0] / "item.json"
+    d = json.loads(item.read_text())
+    d["assets"]["B11"]["proj:shape"] = list(coarse.shape)
+    d["assets"]["B11"]["proj:transform"] = [t.a * 2, 0, t.c, 0, t.e * 2, t.f]
+    item.write_text(json.dumps(d))
+    return _config(c)
+
+
 def make_case(name: str, root: Path) -> Path:
     """Build case ``name`` under ``root``; returns the config path."""
     c = root / name

@@ -53,6 +53,8 @@ PREFLIGHT = {
     "unsafe_asset_key": ("not safe variable names",),
     "missing_reference_layer": ("no layer 'LANDUSE'", "layers: ['LULC']"),
     "reference_without_tables": ("empty.gpkg", "cannot be opened"),
+    "aoi_spans_utm_zones": ("spans UTM zones 31-35", "split the AOI by UTM zone"),
+    "chunk_too_large_for_memory": ("plan does not fit", "GiB"),
 }
 
 
@@ -227,6 +229,59 @@ def test_kill_then_resume_equals_uninterrupted(delay, reference_run, tmp_path_fa
     resumed = eoflow("run", config, "--out", out, "--until", "features", "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _features(ref_out), _features(out)
+    assert a.keys() == b.keys()
+    for t in a:
+        for var in a[t].data_vars:
+            np.testing.assert_array_equal(a[t][var].values, b[t][var].values, err_msg=f"{t}/{var}")
+
+
+def test_mixed_resolutions_are_resampled_explicitly(tmp_path):
+    import rasterio
+
+    config = make_case("mixed_resolution", tmp_path)
+    out = tmp_path / "out"
+    proc = eoflow("ingest", config, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cube = xr.open_zarr(out / "cube.zarr", group="32633_0_-1", consolidated=False)
+    got = cube["B11"].isel(time=0).values
+    with rasterio.open(
+        tmp_path / "mixed_resolution" / "data" / "items" / "20170101T100407" / "B11.tif"
+    ) as src:
+        coarse = src.read(1)
+    expected = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:34, :34]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_too_small_is_refused_with_numbers(tmp_path, tiny_disk):
+    config = make_case("unsorted_timestamps", tmp_path)
+    proc = eoflow("run", config, "--out", tiny_disk / "out")
+    assert_user_error(proc, "GB are free", "free disk space")
+    assert not (tiny_disk / "out").exists()
+
+
+def test_disk_full_mid_run_then_resume(tmp_path, tiny_disk):
+    config = make_case("single_date", tmp_path)
+    out = tiny_disk / "out"
+    proc = eoflow("run", config, "--out", out, "--until", "features", "--quiet")
+    assert_user_error(proc, "disk full", "--resume")
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    proc = eoflow("run", config, "--out", out, "--until", "features", "--resume", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref = tmp_path / "ref"
+    assert eoflow("run", config, "--out", ref, "--until", "features", "--quiet").returncode == 0
+    a, b = _features(ref), _features(out)
     assert a.keys() == b.keys()
     for t in a:
         for var in a[t].data_vars:

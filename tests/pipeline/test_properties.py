@@ -110,3 +110,15 @@ def test_sampling_is_deterministic_and_position_based(labels, seed):
     b = sample_pixels(labels.copy(), fraction=0.25, exclude=[0], seed=seed, tile_id="t")
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+@given(series(), st.sampled_from([np.inf, -np.inf, np.nan]))
+def test_non_finite_values_never_count_as_observations(s, bad):
+    times, vals, valid = s
+    dirty = vals.copy()
+    dirty[0, :] = bad
+    clean_valid = valid.copy()
+    clean_valid[0, :] = False
+    a = interpolate_to_grid(*_da(times, dirty, valid), GRID).values
+    b = interpolate_to_grid(*_da(times, vals, clean_valid), GRID).values
+    np.testing.assert_array_equal(a, b)

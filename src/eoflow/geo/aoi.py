@@ -124,9 +124,28 @@ def load_aoi(
     minx, _, maxx, _ = shapely.transform(geom, lambda xy: _apply(to_wgs84, xy)).bounds
     if maxx - minx > 180:
         raise InputError(f"AOI from {source} crosses the antimeridian", "split it into two AOIs")
+    _check_zone_span(minx, maxx, utm, source)
     if buffer_m:
         geom_utm = geom_utm.buffer(buffer_m)
     return Aoi(geometry=geom_utm, crs=utm, source=source)
+
+
+#: How far (degrees of longitude) an AOI may reach beyond its UTM zone before distortion matters.
+MAX_ZONE_OVERLAP_DEG = 3.0
+
+
+def _check_zone_span(min_lon: float, max_lon: float, utm: str, source: str) -> None:
+    """Refuse AOIs reaching more than MAX_ZONE_OVERLAP_DEG outside their centroid's UTM zone."""
+    zone = int(utm[-2:])
+    west, east = -180.0 + (zone - 1) * 6.0, -180.0 + zone * 6.0
+    if min_lon < west - MAX_ZONE_OVERLAP_DEG or max_lon > east + MAX_ZONE_OVERLAP_DEG:
+        z0 = int((min_lon + 180) // 6) + 1
+        z1 = int((max_lon + 180) // 6) + 1
+        raise InputError(
+            f"AOI from {source} spans UTM zones {z0}-{z1} (lon {min_lon:.2f}..{max_lon:.2f}); "
+            f"zone {zone} covers lon {west:.0f}..{east:.0f} (+-{MAX_ZONE_OVERLAP_DEG:.0f} deg tolerated)",
+            "split the AOI by UTM zone and run each part",
+        )
 
 
 def _apply(transformer: pyproj.Transformer, xy):

@@ -39,6 +39,7 @@ class RunContext:
     href_index: dict[str, tuple[str, str]] = field(default_factory=dict)
     reference_repairs: list[dict] = field(default_factory=list)
     source: tuple | None = None
+    plan: object = None
     reference: object = None
 
     @property

@@ -44,6 +44,7 @@ def open_source(cfg: RunConfig, tiles: list[Tile]) -> tuple[Callable[[Tile], xr.
         _check_footprints(items, tiles, src.catalog)
         preflight_assets(items, src.assets)
         info = {"kind": "stac", "catalog": src.catalog, "items": [i["id"] for i in items.items]}
+        info["asset_info"] = items.asset_info()
         info["href_index"] = {
             a["href"]: (i["id"], k) for i in items.items for k, a in i["assets"].items()
         }
@@ -120,7 +121,7 @@ def run_ingest(ctx: RunContext) -> list[Tile]:
         ctx.source = open_source(ctx.cfg, ctx.ok_tiles())
     build, info = ctx.source
     ctx.href_index = info.get("href_index", {})
-    ctx.source_info = {k: v for k, v in info.items() if k != "href_index"}
+    ctx.source_info = {k: v for k, v in info.items() if k not in ("href_index", "asset_info")}
     store = ctx.path("cube.zarr")
 
     def writer(tile: Tile):
