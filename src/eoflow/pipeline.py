@@ -140,10 +140,7 @@ def run_pipeline(
                     "model": cfg.model.seed,
                 },
                 timings=ctx.timings,
-                extra={
-                    "tile_status": ctx.status,
-                    "plan": json.loads(ctx.plan.to_json()) if getattr(ctx, "plan", None) else None,
-                },  # fmt: skip
+                extra={"tile_status": ctx.status, "plan": _plan_json(ctx)},
             )
     return ctx
 
@@ -231,6 +228,10 @@ def plan_run(
                 "free disk space, choose another --out, or split the AOI",
             )
     return plan
+
+
+def _plan_json(ctx: RunContext) -> dict | None:
+    return json.loads(ctx.plan.to_json()) if ctx.plan is not None else None
 
 
 def _require_tiles(ctx: RunContext, stage: str) -> None:
