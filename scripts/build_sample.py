@@ -72,7 +72,9 @@ def load_inputs(src: Path) -> dict:
         "DEM": np.load(p / "data_timeless/DEM.npy")[..., 0].astype("float32"),
     }
     scl = np.load(src / "from-history/SCL_36dates_2016-12_2017-12.npy")[..., 0]
-    scl_t = json.loads((src / "from-history/SCL_36dates_2016-12_2017-12.timestamps.json").read_text())
+    scl_t = json.loads(
+        (src / "from-history/SCL_36dates_2016-12_2017-12.timestamps.json").read_text()
+    )
     d["SCL"] = dict(zip(scl_t, np.nan_to_num(scl).astype("uint8")))
     bands = {}
     for arr_name, ts_name in [
@@ -127,7 +129,9 @@ def build(src: Path, dst: Path) -> None:
         extra_fields={"eoflow:attribution": ATTRIBUTION},
     )
     write_cog(dst / "static/DEM.tif", d["DEM"], None)
-    collection.add_asset("DEM", asset("static/DEM.tif", "Digital elevation model (m)", "float32", None))
+    collection.add_asset(
+        "DEM", asset("static/DEM.tif", "Digital elevation model (m)", "float32", None)
+    )
     collection.add_asset(
         "reference",
         pystac.Asset("reference/LULC.gpkg", title="LULC reference polygons",
@@ -176,7 +180,10 @@ def build(src: Path, dst: Path) -> None:
     truth = dst / "truth"
     truth.mkdir()
     p = src / "TestEOPatch"
-    np.save(truth / "VALID_COUNT.npy", np.load(p / "mask_timeless/VALID_COUNT.npy")[..., 0].astype("uint16"))
+    np.save(
+        truth / "VALID_COUNT.npy",
+        np.load(p / "mask_timeless/VALID_COUNT.npy")[..., 0].astype("uint16"),
+    )
     np.save(truth / "LULC.npy", np.load(p / "mask_timeless/LULC.npy")[..., 0])
     shutil.copy(p / "bbox.geojson", dst / "aoi.geojson")
 
