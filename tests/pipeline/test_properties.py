@@ -122,3 +122,22 @@ def test_non_finite_values_never_count_as_observations(s, bad):
     a = interpolate_to_grid(*_da(times, dirty, valid), GRID).values
     b = interpolate_to_grid(*_da(times, vals, clean_valid), GRID).values
     np.testing.assert_array_equal(a, b)
+
+
+@given(series(), st.integers(1, 4))
+def test_fused_features_equal_separate_ops(s, chunk):
+    """The one-pass kernel gives exactly the per-feature interpolation of per-frame indices."""
+    from eoflow.ops.fused import interpolate_features, recipes_for
+    from eoflow.ops.indices import add_indices
+
+    times, vals, valid = s
+    a, v = _da(times, vals, valid)
+    ds = xr.Dataset({"B03": a, "B08": a * 0.5 + 0.25, "NDVI": a}).chunk({"x": chunk})
+    feats, n_obs = interpolate_features(
+        ds, v.chunk({"x": chunk}), recipes_for(ds, ["NDVI", "NDWI"], ["B08"]), GRID
+    )
+    full, _ = add_indices(ds, ["NDWI"])
+    for name in ("NDVI", "NDWI", "B08"):
+        ref = interpolate_to_grid(full[name].astype("float32"), v, GRID).values
+        np.testing.assert_array_equal(feats[name].values, ref)
+    np.testing.assert_array_equal(n_obs.values, valid.sum(axis=0)[None, :])

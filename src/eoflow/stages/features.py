@@ -17,10 +17,11 @@ from eoflow.cube.model import attach_grid
 from eoflow.cube.store import open_tile, write_tile
 from eoflow.errors import DataError
 from eoflow.geo.tiles import Tile
+from eoflow.ops.fused import interpolate_features, recipes_for
 from eoflow.ops.indices import add_indices
 from eoflow.ops.masks import valid_count, valid_mask
 from eoflow.ops.morphology import erode_classes
-from eoflow.ops.temporal import frame_valid_fraction, interpolate_to_grid, regular_grid
+from eoflow.ops.temporal import frame_valid_fraction, regular_grid
 from eoflow.stages._runner import run_tiles
 from eoflow.stages.context import RunContext
 
@@ -63,17 +64,15 @@ def tile_features(
     grid: np.ndarray,
 ) -> xr.Dataset:
     """Lazy features of one tile, given the boolean ``keep`` mask over its frames."""
-    ds, feats = feature_names(ds, fcfg)
+    _, feats = feature_names(ds, fcfg)
+    recipes = recipes_for(ds, list(fcfg.indices), list(fcfg.bands))
     valid = valid_mask(ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes)
     out = {"VALID_COUNT": valid_count(valid)}
     kept = np.flatnonzero(keep)
-    v_kept = valid.isel(time=kept)
-    out["N_OBS"] = valid_count(v_kept).rename("N_OBS")
-    for name in feats:
-        series = ds[name].isel(time=kept)
-        if series.dtype.kind != "f":
-            series = series.astype("float32")
-        out[name] = interpolate_to_grid(series, v_kept, grid)
+    interpolated, out["N_OBS"] = interpolate_features(
+        ds.isel(time=kept), valid.isel(time=kept), recipes, grid
+    )
+    out.update(interpolated)
     for name in fcfg.static:
         if name not in ds:
             raise DataError(f"tile {ds.attrs.get('tile_id')} has no static layer {name!r}",
