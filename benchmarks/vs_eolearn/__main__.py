@@ -7,9 +7,10 @@
 * ``report`` -- ``benchmarks/vs_eolearn/RESULTS.md`` from the newest results.
 * ``all`` -- the three in a row (what ``make bench`` runs).
 
-Durations on a quiet 2-core machine (eo-learn dominates): prepare about 1 min per 10 patches
-(eo-learn writes gzip'd npy); run with ``--sizes 1,16`` about 8 min, with ``1,16,64`` about
-25-30 min. ``--sizes 1,16`` is the short protocol when 64 patches take too long.
+Durations on a quiet 2-core machine (estimated; eo-learn dominates): prepare about 10 s per
+patch (eo-learn writes gzip'd npy; inputs are kept and reused), run with ``--sizes 1,16`` about
+10 min, with the default ``1,16,64`` about 35 min (eo-learn's 64-patch run alone about 20).
+``--sizes 1,16`` is the short protocol when 64 patches take too long.
 """
 
 from __future__ import annotations

@@ -58,6 +58,16 @@ NOTES = """\
   stats; eoflow from the Dask task stream, where Dask fuses neighbouring tasks (a fused task is
   charged to its heaviest recognised step, e.g. the Zarr write fused behind the interpolation
   counts as interpolation; unrecognised glue such as `getitem`/`concatenate` is "other").
+  Task times are wall time inside each task, so on a busy machine they grow with the load.
+* **Known differences** (reported by the checks, not hidden): eo-learn's interpolation is NaN
+  after a pixel's last valid observation, eoflow holds the last valid value; per-class sample
+  counts differ by one where `0.25 * n` ends in .5 with an even integer part (eo-learn rounds
+  half to even, eoflow half up); eo-learn draws the sampled pixels at random (seeded per patch
+  here), eoflow with its counter-based hash, so the pixels differ, the counts do not.
+* **Duration** (quiet 2-core machine, estimated from these runs and issue 7's figures): prepare
+  about 10 s per patch (eo-learn writes gzip'd npy; inputs are reused by later runs), run with
+  `--sizes 1,16` about 10 minutes, with `1,16,64` about 35 minutes, eo-learn's 64-patch run being
+  about 20 of them. Use `--sizes 1,16` when that is too long.
 """
 
 
