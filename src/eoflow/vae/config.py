@@ -113,7 +113,6 @@ class FinetuneConfig(_TrainCommon):
     head_input: Literal["mu", "pooled"] = "mu"
     head_hidden: int = Field(64, ge=1)
     beta: float = Field(0.0, ge=0, description="KL weight kept during fine-tuning")
-    eval_every: int = Field(0, ge=0, description="evaluate on the held-out split (0: never)")
 
 
 class PredictConfig(_Model):
