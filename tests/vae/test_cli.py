@@ -95,3 +95,24 @@ def test_config_mistakes_are_one_line_errors(tmp_path, presto_store, capsys):
         main(["vae", "predict", str(_config(tmp_path, presto_store))]) == 2
     )  # nothing fine-tuned yet
     assert "finetune" in capsys.readouterr().err
+
+
+def test_classification_head_on_reference_classes(tmp_path, presto_store):
+    from eoflow.vae.config import load_vae_config
+    from eoflow.vae.train import finetune, predict, pretrain
+
+    cfg = load_vae_config(
+        _config(
+            tmp_path,
+            presto_store,
+            pretrain={"steps": 2, "batch_size": 8},
+            finetune={"target": "class", "steps": 4, "batch_size": 16, "head_input": "mu"},
+        )
+    )
+    pretrain(cfg)
+    res = finetune(cfg)
+    assert res["task"] == "classification" and res["head"]["class_ids"] == list(range(9))
+    m = predict(cfg)
+    assert m["n"] == 735 and 0.0 <= m["accuracy"] <= 1.0
+    preds = (tmp_path / "run" / "predict" / "predictions.csv").read_text().splitlines()[1:]
+    assert {int(float(r.split(",")[1])) for r in preds} <= set(range(9))
