@@ -48,7 +48,7 @@ def connect(cfg: ClusterConfig, *, address: str | None = None, quiet: bool = Fal
         else:
             n, threads = _local_sizes(cfg)
             cluster = LocalCluster(
-                n_workers=n, threads_per_worker=threads, processes=True, host="127.0.0.1",
+                n_workers=n, threads_per_worker=threads, processes=cfg.processes, host="127.0.0.1",
                 dashboard_address=cfg.dashboard_address, memory_limit=cfg.memory_limit,
                 silence_logs=logging.CRITICAL,
             )  # fmt: skip

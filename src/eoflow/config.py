@@ -152,6 +152,7 @@ class ClusterConfig(_Model):
     n_workers: int | None = None
     threads_per_worker: int | None = None
     memory_limit: str = "auto"
+    processes: bool = Field(True, description="worker processes (False: threads in one process)")
     dashboard_address: str = "127.0.0.1:0"
     batch_tiles: int = Field(8, ge=1, description="tiles submitted together")
 

@@ -44,7 +44,7 @@ def _config(case: Path, **over) -> Path:
     cfg["aoi"]["path"] = "data/aoi.geojson"
     cfg["source"]["catalog"] = "data/collection.json"
     cfg["reference"]["path"] = "data/reference/LULC.gpkg"
-    cfg["cluster"] = {"n_workers": 1, "threads_per_worker": 2}
+    cfg["cluster"] = {"n_workers": 1, "threads_per_worker": 2, "processes": False}
     cfg["model"]["n_estimators"] = 20
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
