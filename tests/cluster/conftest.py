@@ -2,7 +2,8 @@
 
 Self-contained (no imports from the test tree) so it can move to the top-level conftest as is.
 The command lines are those of ``cluster/processes/README.md``, with random free ports, the
-dashboards off and one thread per worker.
+dashboards off, one thread per worker, and a scheduler idle timeout so that a killed test
+session cannot leave processes behind for long.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def dask_process_cluster(workdir: Path, n_workers: int = 2, timeout: float = 90.
     procs: list[tuple[subprocess.Popen, Path]] = []
     log = workdir / "scheduler.log"
     procs.append((_start(["scheduler", "--host", "127.0.0.1", "--port", str(port),
-                          "--no-dashboard"], log), log))  # fmt: skip
+                          "--no-dashboard", "--idle-timeout", "600s"], log), log))  # fmt: skip
     try:
         for i in range(n_workers):
             log = workdir / f"worker-{i}.log"

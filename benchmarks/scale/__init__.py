@@ -1,0 +1,1 @@
+"""Scale curve of eoflow on the SYNTHETIC source: ``python -m benchmarks.scale``."""
