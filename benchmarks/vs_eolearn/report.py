@@ -233,6 +233,14 @@ def _profile_table(p: dict) -> list[str]:
         "kernel in a process pays numba's initialisation (~0.7 s) even with a cache hit.",
         "",
     ]
+    if "fused_vs_separate_max_abs_diff" in p:
+        lines[-1:-1] = [
+            "",
+            "`eoflow.ops.fused.interpolate_features` computes NDWI/NDBI, validity and the "
+            "interpolation of all features in one pass per chunk (Dask, sync scheduler, "
+            "including its input stacking); its NDVI equals the separate path's to "
+            f"{p['fused_vs_separate_max_abs_diff']:.1e}.",
+        ]
     return lines
 
 
