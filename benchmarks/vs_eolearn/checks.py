@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def check_indices(k: int, work: Path = common.WORK) -> dict:
         diff = np.nanmax(np.abs(theirs.astype(np.float64) - ours)) if theirs.size else 0.0
         out[name] = {"equal": ok, "n_diff": n_bad, "max_abs_diff": float(diff),
                      "dtype_eolearn": str(theirs.dtype), "dtype_eoflow": str(ours.dtype)}  # fmt: skip
+    shutil.rmtree(tmp, ignore_errors=True)
     return {"ok": all(v["equal"] for v in out.values()), "indices": out}
 
 
