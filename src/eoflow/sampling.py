@@ -42,8 +42,8 @@ def sample_pixels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the sampled pixels of one tile's ``(y, x)`` label raster.
 
-    Per class (except ``exclude``) ``round(fraction * count)`` pixels are drawn without
-    replacement. Results are sorted by (row, col).
+    Per class (except ``exclude``) ``round(fraction * count)`` pixels (halves to even) are drawn
+    without replacement. Results are sorted by (row, col).
     """
     rows, cols = np.nonzero(~np.isin(labels, np.asarray(exclude, dtype=labels.dtype)))
     if rows.size == 0:
@@ -54,7 +54,7 @@ def sample_pixels(
     cls_sorted = cls[order]
     starts = np.flatnonzero(np.r_[True, cls_sorted[1:] != cls_sorted[:-1]])
     counts = np.diff(np.r_[starts, cls_sorted.size])
-    take = np.floor(fraction * counts + 0.5).astype(int)
+    take = np.rint(fraction * counts).astype(int)  # half to even, as eo-learn's round()
     rank = np.arange(cls_sorted.size) - np.repeat(starts, counts)
     chosen = order[rank < np.repeat(take, counts)]
     chosen.sort()

@@ -100,7 +100,7 @@ def test_sampling_fraction_and_exclusion(labels, fraction, seed):
     for k in np.unique(labels):
         if k == 0:
             continue
-        assert (got == k).sum() == int(np.floor(fraction * (labels == k).sum() + 0.5))
+        assert (got == k).sum() == int(np.rint(fraction * (labels == k).sum()))
     assert len(set(zip(r.tolist(), c.tolist()))) == len(r)
 
 

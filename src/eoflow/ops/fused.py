@@ -110,6 +110,14 @@ def fused_features(src, mask, kind, ia, ib, src_t, dst_t):
     return out
 
 
+def _fused_block(mask, *arrays, **kw):
+    """One chunk: stack the bands as float32 (one copy) and run the kernel."""
+    src = np.empty((len(arrays), *mask.shape), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        src[i] = a
+    return fused_features(src, np.ascontiguousarray(mask), **kw)
+
+
 def _days(t: np.ndarray) -> np.ndarray:
     return t.astype("datetime64[ns]").astype(np.int64) / (86_400 * 10**9)
 
@@ -125,7 +133,7 @@ def interpolate_features(
     ds, valid = ds.isel(time=order), valid.isel(time=order)
     names = sorted({r.a for r in recipes} | {r.b for r in recipes if r.b})
     index = {n: i for i, n in enumerate(names)}
-    stack = da.stack([ds[n].data.astype(np.float32) for n in names]).rechunk({0: -1, 1: -1})
+    arrays = [ds[n].data.rechunk({0: -1}) for n in names]
     mask = valid.data.rechunk({0: -1})
     kind = np.array([r.kind for r in recipes], np.int64)
     ia = np.array([index[r.a] for r in recipes], np.int64)
@@ -133,8 +141,8 @@ def interpolate_features(
     k = len(grid)
     planes = len(recipes) * k + 1
     out = da.map_blocks(
-        fused_features, stack, mask, kind=kind, ia=ia, ib=ib, src_t=_days(ds["time"].values),
-        dst_t=_days(grid), dtype=np.float32, chunks=((planes,), *stack.chunks[2:]), drop_axis=0,
+        _fused_block, mask, *arrays, kind=kind, ia=ia, ib=ib, src_t=_days(ds["time"].values),
+        dst_t=_days(grid), dtype=np.float32, chunks=((planes,), *mask.chunks[1:]),
     )  # fmt: skip
     coords = {"time": grid, "y": ds["y"], "x": ds["x"]}
     feats = {

@@ -122,7 +122,7 @@ def run_features(ctx: RunContext) -> list[Tile]:
         for tile in batch:
             try:
                 ds = open_tile(cube_store, tile.tile_id)
-                ds, _ = feature_names(ds, fcfg)
+                feature_names(ds, fcfg)  # fails early when no feature can be made
                 valid = valid_mask(
                     ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes
                 )

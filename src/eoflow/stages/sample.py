@@ -37,10 +37,10 @@ def sample_tile(
         rows, cols = sample_pixels(
             labels, fraction=fraction, exclude=exclude, seed=seed, tile_id=tile_id
         )
-        iy, ix = xr.DataArray(rows, dims="s"), xr.DataArray(cols, dims="s")
-        X = np.stack([ds[f].isel(y=iy, x=ix).transpose("s", "time").values for f in feats], axis=-1)
+        # one tile's arrays are bounded; plain numpy gathering beats pointwise Dask indexing
+        X = np.stack([ds[f].values[:, rows, cols].T for f in feats], axis=-1)
         S = (
-            np.stack([ds[f].isel(y=iy, x=ix).values for f in static], axis=-1)
+            np.stack([ds[f].values[rows, cols] for f in static], axis=-1)
             if static
             else np.zeros((rows.size, 0), np.float32)
         )
