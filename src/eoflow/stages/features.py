@@ -112,7 +112,10 @@ def run_features(ctx: RunContext) -> list[Tile]:
     for fid, what in ref.repairs or []:
         ctx.log(f"reference {cfg.reference.path}: feature {fid} {what}")
     ctx.reference_repairs = [{"fid": f, "action": a} for f, a in ref.repairs or []]
-    (ctx.out / "reference_repairs.json").write_text(json.dumps(ctx.reference_repairs, indent=2))
+    repairs_path = ctx.out / "reference_repairs.json"
+    text = json.dumps(ctx.reference_repairs, indent=2)
+    if not repairs_path.exists() or repairs_path.read_text() != text:
+        repairs_path.write_text(text)
     cube_store, store = ctx.path("cube.zarr"), ctx.path("features.zarr")
     cubes: dict[str, xr.Dataset] = {}
     keeps: dict[str, np.ndarray] = {}
