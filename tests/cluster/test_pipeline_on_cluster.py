@@ -34,6 +34,15 @@ def _config(tmp: Path, name: str, **model) -> Path:
     return path
 
 
+def assert_same_features(a_run: Path, b_run: Path) -> None:
+    """Every variable of every tile of two runs' features.zarr is bit-identical."""
+    for tid in json.loads((a_run / "tiles.json").read_text()):
+        a = xr.open_zarr(a_run / "features.zarr", group=tid, consolidated=False)
+        b = xr.open_zarr(b_run / "features.zarr", group=tid, consolidated=False)
+        for var in a.data_vars:
+            np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=f"{tid}/{var}")
+
+
 def _eoflow(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "eoflow.cli.main", *args], capture_output=True,
@@ -52,13 +61,7 @@ def runs(tmp_path_factory, dask_processes):
 
 
 def test_features_identical_to_local_cluster(runs):
-    local, remote = runs
-    tiles = json.loads((local / "tiles.json").read_text())
-    for tid in tiles:
-        a = xr.open_zarr(local / "features.zarr", group=tid, consolidated=False)
-        b = xr.open_zarr(remote / "features.zarr", group=tid, consolidated=False)
-        for var in a.data_vars:
-            np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=f"{tid}/{var}")
+    assert_same_features(*runs)
 
 
 def test_samples_identical(runs):
@@ -104,9 +107,4 @@ def test_worker_killed_mid_run_gives_identical_outputs(runs, dask_processes, tmp
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-3000:]
         client.wait_for_workers(2, timeout=120)  # the nanny restarts the worker for later tests
-    tiles = json.loads((local / "tiles.json").read_text())
-    for tid in tiles:
-        a = xr.open_zarr(local / "features.zarr", group=tid, consolidated=False)
-        b = xr.open_zarr(out / "features.zarr", group=tid, consolidated=False)
-        for var in a.data_vars:
-            np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=f"{tid}/{var}")
+    assert_same_features(local, out)
