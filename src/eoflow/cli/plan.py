@@ -18,9 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "per worker and a runtime estimate. Exits 2 when the plan cannot fit."
         ),
     )
-    p.add_argument("--aoi", required=True, help="GeoJSON/GeoPackage with the area polygon(s)")
-    p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
-    p.add_argument("--end", required=True, help="last date, YYYY-MM-DD")
+    p.add_argument("config", nargs="?", help="a run config (YAML); or use --aoi/--start/--end")
+    p.add_argument("--aoi", help="GeoJSON/GeoPackage with the area polygon(s)")
+    p.add_argument("--start", help="first date, YYYY-MM-DD")
+    p.add_argument("--end", help="last date, YYYY-MM-DD")
     p.add_argument("--tile-size-px", type=int, default=1000, help="tile side in pixels (1000)")
     p.add_argument("--res-m", type=float, default=10.0, help="pixel size in metres (10)")
     p.add_argument("--chunk-px", type=int, default=512, help="spatial chunk side in pixels (512)")
@@ -60,8 +61,14 @@ def _bands(specs: list[str] | None) -> dict[str, str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the plan and print it; exit 2 (via the error) when it cannot fit."""
+    from eoflow.errors import ConfigError
     from eoflow.plan import parse_bytes, plan_for_aoi
 
+    if args.config:
+        return _plan_config(args)
+    if not (args.aoi and args.start and args.end):
+        raise ConfigError("eoflow plan needs a CONFIG.yaml or all of --aoi, --start and --end",
+                          "e.g. eoflow plan --aoi area.geojson --start 2021-01-01 --end 2021-12-31")  # fmt: skip
     plan = plan_for_aoi(
         args.aoi, start=args.start, end=args.end, tile_size_px=args.tile_size_px,
         res_m=args.res_m, bands=_bands(args.bands), revisit_days=args.revisit_days,
@@ -69,5 +76,23 @@ def run(args: argparse.Namespace) -> int:
         memory_per_worker_bytes=parse_bytes(args.memory_per_worker),
         batch_tiles=args.batch_tiles,
     )  # fmt: skip
+    print(plan.to_json() if args.json else plan.to_text())
+    return 0
+
+
+def _plan_config(args: argparse.Namespace) -> int:
+    """Plan a run config: the catalog's real items and asset dtypes, the config's grid and cluster."""
+    from eoflow.config import load_config
+    from eoflow.errors import ConfigError
+    from eoflow.pipeline import make_tiles, plan_run
+    from eoflow.stages.ingest import open_source
+
+    cfg = load_config(args.config)
+    tiles = make_tiles(cfg)
+    _, info = open_source(cfg, tiles)
+    plan = plan_run(cfg, tiles, info)
+    if plan is None:
+        raise ConfigError(f"source kind {cfg.source.kind!r} cannot be planned without reading pixels",
+                          "use --aoi/--start/--end with --bands for an estimate")  # fmt: skip
     print(plan.to_json() if args.json else plan.to_text())
     return 0
