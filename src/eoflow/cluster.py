@@ -47,10 +47,11 @@ def connect(cfg: ClusterConfig, *, address: str | None = None, quiet: bool = Fal
                 ) from exc
         else:
             n, threads = _local_sizes(cfg)
+            net = {"host": "127.0.0.1", "protocol": "tcp://"}  # loopback only, threads or processes
             cluster = LocalCluster(
-                n_workers=n, threads_per_worker=threads, processes=cfg.processes, host="127.0.0.1",
+                n_workers=n, threads_per_worker=threads, processes=cfg.processes,
                 dashboard_address=cfg.dashboard_address, memory_limit=cfg.memory_limit,
-                silence_logs=logging.CRITICAL,
+                silence_logs=logging.CRITICAL, **net,
             )  # fmt: skip
             client = Client(cluster)
         if not quiet:

@@ -286,3 +286,38 @@ def test_disk_full_mid_run_then_resume(tmp_path, tiny_disk):
     for t in a:
         for var in a[t].data_vars:
             np.testing.assert_array_equal(a[t][var].values, b[t][var].values, err_msg=f"{t}/{var}")
+
+
+def test_aoi_antimeridian_and_invalid_geometry(tmp_path):
+    from eoflow.errors import InputError
+    from eoflow.geo.aoi import load_aoi
+
+    with pytest.raises(InputError, match="antimeridian"):
+        load_aoi(bbox=(170.0, 0.0, -170.0, 1.0))
+    bowtie = {
+        "type": "Polygon",
+        "coordinates": [
+            [[14.55, 45.86], [14.56, 45.87], [14.56, 45.86], [14.55, 45.87], [14.55, 45.86]]
+        ],
+    }
+    path = tmp_path / "bowtie.geojson"
+    path.write_text(json.dumps(bowtie))
+    aoi = load_aoi(path)  # repaired with make_valid, never refused for a self-intersection
+    assert aoi.geometry.is_valid and aoi.area_km2 > 0
+    path.write_text(json.dumps({"type": "GeometryCollection", "geometries": []}))
+    with pytest.raises(InputError):
+        load_aoi(path)
+
+
+def test_dashboard_and_scheduler_bind_to_loopback():
+    from distributed import Client
+
+    from eoflow.cluster import connect
+    from eoflow.config import ClusterConfig
+
+    with connect(
+        ClusterConfig(n_workers=1, threads_per_worker=1, processes=False), quiet=True
+    ) as client:
+        assert isinstance(client, Client)
+        assert client.scheduler.address.startswith(("tcp://127.0.0.1:", "inproc://"))
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
