@@ -15,7 +15,7 @@ def test_plan_of_the_sample_config(capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["n_tiles"] == 9 and plan["n_items"] == 36 and plan["n_dates"] == 36
     assert plan["bands"]["CLM"] == "uint8" and plan["bands"]["NDVI"] == "float32"
-    assert plan["raw_bytes"] == 9 * 34 * 34 * 36 * (4 * 5 + 1 * 3)
+    assert plan["raw_bytes"] == 9 * 34 * 34 * 36 * (4 * 6 + 1 * 3)
 
 
 def test_plan_needs_a_config_or_an_aoi(capsys):

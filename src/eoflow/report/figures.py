@@ -95,7 +95,7 @@ def _true_colour(cstore, tiles, out: Path) -> str:
     img = np.clip(np.dstack(chans) * 3.5, 0, 1)
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.imshow(np.nan_to_num(img))
-    ax.set_title(f"True colour {str(cube['time'].values[t])[:10]}")
+    ax.set_title(f"True colour {str(cube['time'].values[t])[:10]} (black: masked in the source)")
     ax.set_axis_off()
     return _save(fig, out / "true_colour.png")
 
