@@ -91,13 +91,20 @@ Source = Annotated[
 
 
 class ReferenceConfig(_Model):
-    """Reference polygons and their class table."""
+    """Reference polygons and their class table (or the synthetic source's own class map)."""
 
-    path: str
+    kind: Literal["vector", "synthetic"] = "vector"
+    path: str | None = None
     layer: str | None = None
     value_column: str = "LULC_ID"
     name_column: str | None = "LULC_NAME"
     color_column: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> ReferenceConfig:
+        if self.kind == "vector" and not self.path:
+            raise ValueError("a vector reference needs 'path'")
+        return self
 
 
 class FeaturesConfig(_Model):

@@ -147,8 +147,7 @@ def run_pipeline(
 
 def preflight(ctx: RunContext, order: list[str]) -> None:
     """Check the inputs the stages will read before any cluster or graph exists."""
-    from eoflow.reference.classes import ClassTable
-    from eoflow.reference.rasterize import open_reference
+    from eoflow.reference.rasterize import open_reference, reference_classes
     from eoflow.stages.ingest import open_source
 
     cfg = ctx.cfg
@@ -157,10 +156,9 @@ def preflight(ctx: RunContext, order: list[str]) -> None:
         ctx.plan = plan_run(cfg, ctx.tiles, ctx.source[1], out=ctx.out)
     if {"features", "sample", "report"} & set(order):
         r = cfg.reference
-        ctx.reference = open_reference(r.path, layer=r.layer, value_column=r.value_column)
-        ClassTable.from_vector(r.path, layer=ctx.reference.layer, id_column=r.value_column,
-                               name_column=r.name_column, color_column=r.color_column,
-                               allow_unnamed=True)  # fmt: skip
+        if r.kind == "vector":
+            ctx.reference = open_reference(r.path, layer=r.layer, value_column=r.value_column)
+        reference_classes(cfg)
 
 
 def _cube_bands(cfg: RunConfig, info: dict) -> tuple[int, dict[str, str]] | None:

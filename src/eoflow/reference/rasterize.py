@@ -14,7 +14,13 @@ import xarray as xr
 from eoflow.errors import InputError
 from eoflow.geo.tiles import Tile
 
-__all__ = ["ReferenceLayer", "open_reference", "rasterize_tile"]
+__all__ = [
+    "ReferenceLayer",
+    "open_reference",
+    "rasterize_tile",
+    "reference_classes",
+    "reference_labels",
+]
 
 _FEATURES_PER_PARTITION = 50_000
 
@@ -173,3 +179,30 @@ def rasterize_tile(
     return xr.DataArray(
         arr, dims=("y", "x"), coords={"y": tile.y_coords(), "x": tile.x_coords()}, name="LULC"
     )
+
+
+def reference_classes(cfg):
+    """The run's class table: from the reference layer, or the synthetic source's classes."""
+    from eoflow.reference.classes import ClassTable
+
+    r = cfg.reference
+    if r.kind == "synthetic":
+        from eoflow.sources.synthetic import synthetic_classes
+
+        return ClassTable.from_json(synthetic_classes())
+    return ClassTable.from_vector(r.path, layer=r.layer, id_column=r.value_column,
+                                  name_column=r.name_column, color_column=r.color_column,
+                                  allow_unnamed=True)  # fmt: skip
+
+
+def reference_labels(cfg, ref: ReferenceLayer | None, tile: Tile) -> xr.DataArray:
+    """Lazy ``(y, x)`` uint16 reference labels of ``tile`` for the run ``cfg``."""
+    if cfg.reference.kind == "synthetic":
+        from eoflow.sources.synthetic import synthetic_reference
+
+        seed = getattr(cfg.source, "seed", 0)
+        c = cfg.grid.chunk_px
+        return (
+            synthetic_reference(tile, seed, chunks={"y": c, "x": c}).astype("uint16").rename("LULC")
+        )
+    return rasterize_tile(ref, tile, chunk_px=cfg.grid.chunk_px)

@@ -20,10 +20,9 @@ img{max-width:100%;border:1px solid #eee;margin:0.5em 0}h2{border-bottom:1px sol
 
 
 def _classes(ctx: RunContext) -> ClassTable:
-    r = ctx.cfg.reference
-    return ClassTable.from_vector(r.path, layer=r.layer, id_column=r.value_column,
-                                  name_column=r.name_column, color_column=r.color_column,
-                                  allow_unnamed=True)  # fmt: skip
+    from eoflow.reference.rasterize import reference_classes
+
+    return reference_classes(ctx.cfg)
 
 
 def _done(store: Path, tiles) -> list:

@@ -102,16 +102,19 @@ def run_features(ctx: RunContext) -> list[Tile]:
     """Compute and write ``features.zarr`` for every ingested tile."""
     import dask
 
-    from eoflow.reference.rasterize import open_reference, rasterize_tile
+    from eoflow.reference.rasterize import open_reference, reference_labels
 
     cfg, fcfg = ctx.cfg, ctx.cfg.features
     grid = regular_grid(cfg.start, cfg.end, fcfg.step_days)
-    ref = ctx.reference or open_reference(
-        cfg.reference.path, layer=cfg.reference.layer, value_column=cfg.reference.value_column
-    )
-    for fid, what in ref.repairs or []:
+    ref = ctx.reference
+    if ref is None and cfg.reference.kind == "vector":
+        ref = open_reference(
+            cfg.reference.path, layer=cfg.reference.layer, value_column=cfg.reference.value_column
+        )
+    repairs = (ref.repairs or []) if ref is not None else []
+    for fid, what in repairs:
         ctx.log(f"reference {cfg.reference.path}: feature {fid} {what}")
-    ctx.reference_repairs = [{"fid": f, "action": a} for f, a in ref.repairs or []]
+    ctx.reference_repairs = [{"fid": f, "action": a} for f, a in repairs]
     repairs_path = ctx.out / "reference_repairs.json"
     text = json.dumps(ctx.reference_repairs, indent=2)
     if not repairs_path.exists() or repairs_path.read_text() != text:
@@ -146,7 +149,7 @@ def run_features(ctx: RunContext) -> list[Tile]:
                 f"tile {tile.tile_id}: every frame has valid fraction <= {fcfg.min_valid_fraction}",
                 "lower features.min_valid_fraction or widen the date range",
             )
-        labels = rasterize_tile(ref, tile, chunk_px=cfg.grid.chunk_px)
+        labels = reference_labels(cfg, ref, tile)
         feats = tile_features(ds, keep, labels, fcfg=fcfg, grid=grid)
         return write_tile(feats, store, tile.tile_id, compute=False)
 

@@ -90,7 +90,7 @@ def open_samples(path: str | Path) -> dict:
 
 def run_sample(ctx: RunContext) -> Path:
     """Sample every tile of ``features.zarr`` into ``samples.zarr`` (one ledger entry)."""
-    from eoflow.reference.classes import ClassTable
+    from eoflow.reference.rasterize import reference_classes
 
     store, path = ctx.path("features.zarr"), ctx.path("samples.zarr")
     if is_done(path, "all", ctx.chash) and path.exists() and not ctx.changed:
@@ -109,11 +109,7 @@ def run_sample(ctx: RunContext) -> Path:
     ctx.changed = True
     shutil.rmtree(path, ignore_errors=True)
     attrs0 = xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False).attrs
-    r = ctx.cfg.reference
-    classes = ClassTable.from_vector(
-        r.path, layer=r.layer, id_column=r.value_column, name_column=r.name_column,
-        color_column=r.color_column, allow_unnamed=True,
-    )  # fmt: skip
+    classes = reference_classes(ctx.cfg)
     attrs = {
         "features": list(attrs0["features"]),
         "static_features": list(attrs0.get("static_features", [])),
