@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[vae,sql,dev]"
+	$(BIN)/python -m pip install -q -e ".[vae,sql,cluster,dev]"
 	touch $(STAMP)
 
 demo: setup
