@@ -143,7 +143,7 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     from eoflow.cube.store import open_tile, write_ledger, write_tile
     from eoflow.ops.masks import valid_mask
     from eoflow.ops.temporal import frame_valid_fraction
-    from eoflow.stages.features import feature_names, footprint, tile_features
+    from eoflow.stages.features import feature_recipes, footprint, tile_features
     from eoflow.stages.sample import sample_tile
 
     t_import = time.perf_counter() - t_start
@@ -166,7 +166,7 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
                 cubes, fractions = {}, {}
                 for tid in batch:
                     ds = open_tile(store, tid)
-                    feature_names(ds, fcfg)  # validates the bands early, as the stage does
+                    feature_recipes(ds, fcfg)  # validates the bands early, as the stage does
                     cubes[tid] = ds  # the raw cube: tile_features adds the indices itself
                     fractions[tid] = frame_valid_fraction(valid_mask(ds, how="clm"), footprint(ds))
                 values = dask.compute(*fractions.values())

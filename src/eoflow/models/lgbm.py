@@ -89,12 +89,10 @@ def validate_model_file(path: Path) -> None:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ModelError(f"model file {path} is missing or empty", "train a model first")
-    head = path.read_bytes()[:64]
-    text_tail = path.read_bytes()[-4096:]
-    if not head.startswith(b"tree\n") or b"end of trees" not in path.read_bytes():
+    data = path.read_bytes()
+    if not data.startswith(b"tree\n") or b"end of trees" not in data:
         raise ModelError(f"model file {path} is not a complete LightGBM text model",
                          "retrain or copy the file again")  # fmt: skip
-    del text_tail
     code = "import lightgbm,sys; b=lightgbm.Booster(model_file=sys.argv[1]); print(b.num_trees())"
     proc = subprocess.run(
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120

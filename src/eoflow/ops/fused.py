@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from eoflow.ops.indices import INDEX_BANDS
+from eoflow.ops.temporal import _to_days
 
 __all__ = ["FeatureRecipe", "fused_features", "interpolate_features", "recipes_for"]
 
@@ -118,10 +119,6 @@ def _fused_block(mask, *arrays, **kw):
     return fused_features(src, np.ascontiguousarray(mask), **kw)
 
 
-def _days(t: np.ndarray) -> np.ndarray:
-    return t.astype("datetime64[ns]").astype(np.int64) / (86_400 * 10**9)
-
-
 def interpolate_features(
     ds: xr.Dataset, valid: xr.DataArray, recipes: list[FeatureRecipe], grid: np.ndarray
 ) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
@@ -141,8 +138,8 @@ def interpolate_features(
     k = len(grid)
     planes = len(recipes) * k + 1
     out = da.map_blocks(
-        _fused_block, mask, *arrays, kind=kind, ia=ia, ib=ib, src_t=_days(ds["time"].values),
-        dst_t=_days(grid), dtype=np.float32, chunks=((planes,), *mask.chunks[1:]),
+        _fused_block, mask, *arrays, kind=kind, ia=ia, ib=ib, src_t=_to_days(ds["time"].values),
+        dst_t=_to_days(grid), dtype=np.float32, chunks=((planes,), *mask.chunks[1:]),
     )  # fmt: skip
     coords = {"time": grid, "y": ds["y"], "x": ds["x"]}
     feats = {

@@ -31,13 +31,9 @@ def _done(store: Path, tiles) -> list:
 
 def run_report(ctx: RunContext) -> Path:
     """Write ``figures/*.png`` and ``report.html``."""
-    from eoflow.cube.store import is_done, write_ledger
+    from eoflow.cube.store import write_ledger
 
-    if (
-        is_done(ctx.path("report"), "all", ctx.chash)
-        and ctx.path("report.html").exists()
-        and not ctx.changed
-    ):
+    if ctx.up_to_date("report", "report.html"):
         ctx.log("report: up to date, nothing to do")
         return ctx.path("report.html")
     ctx.changed = True

@@ -107,6 +107,17 @@ class RunContext:
         self.log(f"stage {stage} done in {self.timings[stage]:.1f} s")
         return result
 
+    def up_to_date(self, ledger_store: str, output: str) -> bool:
+        """True when a whole-run stage (``model``, ``report``) is done for this config and
+        nothing upstream was rewritten in this invocation."""
+        from eoflow.cube.store import is_done
+
+        return (
+            is_done(self.path(ledger_store), "all", self.chash)
+            and self.path(output).exists()
+            and not self.changed
+        )
+
     def load_status(self) -> None:
         """Read per-tile status and source info left by earlier invocations in this directory."""
         path = self.out / "tiles.json"

@@ -17,34 +17,32 @@ from eoflow.cube.model import attach_grid
 from eoflow.cube.store import open_tile, write_tile
 from eoflow.errors import DataError
 from eoflow.geo.tiles import Tile
-from eoflow.ops.fused import interpolate_features, recipes_for
-from eoflow.ops.indices import add_indices
+from eoflow.ops.fused import FeatureRecipe, interpolate_features, recipes_for
 from eoflow.ops.masks import valid_count, valid_mask
 from eoflow.ops.morphology import erode_classes
 from eoflow.ops.temporal import frame_valid_fraction, regular_grid
 from eoflow.stages._runner import run_tiles
 from eoflow.stages.context import RunContext
 
-__all__ = ["feature_names", "run_features", "tile_features"]
+__all__ = ["feature_recipes", "run_features", "tile_features"]
 
 
-def feature_names(ds: xr.Dataset, fcfg: FeaturesConfig) -> tuple[xr.Dataset, list[str]]:
-    """Add the configured indices and return the time-varying feature list for ``ds``."""
-    ds, have = add_indices(ds, list(fcfg.indices))
+def feature_recipes(ds: xr.Dataset, fcfg: FeaturesConfig) -> list[FeatureRecipe]:
+    """How each time-varying feature of ``ds`` is made; refuse when none or a named band is missing."""
     missing = [b for b in fcfg.bands if b not in ds]
     if missing:
         raise DataError(
             f"tile {ds.attrs.get('tile_id')} lacks band(s) {missing} named in features.bands",
             f"bands in the cube: {sorted(v for v in ds.data_vars if ds[v].ndim == 3)}",
         )
-    feats = have + list(fcfg.bands)
-    if not feats:
+    recipes = recipes_for(ds, list(fcfg.indices), list(fcfg.bands))
+    if not recipes:
         raise DataError(
             f"tile {ds.attrs.get('tile_id')}: none of the indices {list(fcfg.indices)} can be "
             "computed and no bands are selected",
             "add bands (e.g. B03, B04, B08, B11) to the source or list features.bands",
         )
-    return ds, feats
+    return recipes
 
 
 def footprint(ds: xr.Dataset) -> xr.DataArray:
@@ -64,8 +62,8 @@ def tile_features(
     grid: np.ndarray,
 ) -> xr.Dataset:
     """Lazy features of one tile, given the boolean ``keep`` mask over its frames."""
-    _, feats = feature_names(ds, fcfg)
-    recipes = recipes_for(ds, list(fcfg.indices), list(fcfg.bands))
+    recipes = feature_recipes(ds, fcfg)
+    feats = [r.name for r in recipes]
     valid = valid_mask(ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes)
     out = {"VALID_COUNT": valid_count(valid)}
     kept = np.flatnonzero(keep)
@@ -128,7 +126,7 @@ def run_features(ctx: RunContext) -> list[Tile]:
         for tile in batch:
             try:
                 ds = open_tile(cube_store, tile.tile_id)
-                feature_names(ds, fcfg)  # fails early when no feature can be made
+                feature_recipes(ds, fcfg)  # fails early when no feature can be made
                 valid = valid_mask(
                     ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes
                 )

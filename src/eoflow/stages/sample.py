@@ -108,15 +108,13 @@ def run_sample(ctx: RunContext) -> Path:
     ]  # fmt: skip
     ctx.changed = True
     shutil.rmtree(path, ignore_errors=True)
-    attrs0 = xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False).attrs
+    first = xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False)
+    attrs0 = first.attrs
     classes = reference_classes(ctx.cfg)
     attrs = {
         "features": list(attrs0["features"]),
         "static_features": list(attrs0.get("static_features", [])),
-        "time": [
-            str(t)[:10]
-            for t in xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False)["time"].values
-        ],
+        "time": [str(t)[:10] for t in first["time"].values],
         "tiles": [t.tile_id for t in tiles],
         "crs": tiles[0].crs,
         "classes": classes.to_json(),

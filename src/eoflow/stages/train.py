@@ -48,13 +48,9 @@ def _importance(model: LgbmModel) -> dict[str, float]:
 
 def run_train(ctx: RunContext) -> dict:
     """Train on the train tiles' samples, score the test tiles' samples, save model + metrics."""
-    from eoflow.cube.store import is_done, write_ledger
+    from eoflow.cube.store import write_ledger
 
-    if (
-        is_done(ctx.path("model"), "all", ctx.chash)
-        and ctx.path("metrics.json").exists()
-        and not ctx.changed
-    ):
+    if ctx.up_to_date("model", "metrics.json"):
         ctx.log("train: model and metrics already written for this config, nothing to do")
         return json.loads(ctx.path("metrics.json").read_text())
     ctx.changed = True
