@@ -175,14 +175,16 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
                 }
                 t2 = time.perf_counter()
                 phases["filter"] += t2 - t1
-                futures = {}
+                writes = []
                 for tid in batch:
                     ds = cubes.pop(tid)
                     if grid is None:
                         grid = common.grid_instants(ds["time"].values).astype("datetime64[ns]")
                     feats = tile_features(ds, keeps[tid], ds["LULC"], fcfg=fcfg, grid=grid)
                     frames_kept[tid] = int(keeps[tid].sum())
-                    futures[client.compute(write_tile(feats, fstore, tid, compute=False))] = tid
+                    writes.append(write_tile(feats, fstore, tid, compute=False))
+                # one submission per batch, one future per patch (as eoflow's stage runner does)
+                futures = dict(zip(client.compute(writes), batch, strict=True))
                 for fut in as_completed(list(futures)):
                     fut.result()
                     write_ledger(fstore, futures[fut], config_hash="vs_eolearn")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from eoflow.cluster import trim_worker_memory
 from eoflow.cube.store import is_done, write_ledger
 from eoflow.geo.tiles import Tile
 from eoflow.stages.context import RunContext
@@ -53,16 +54,21 @@ def run_tiles(
     for batch in ctx.batches(todo):
         if prepare is not None:
             prepare(batch)
-        futures = {}
+        graphs, built = [], []
         for tile in batch:
             if ctx.status.get(tile.tile_id, {}).get("state") == "failed":
                 bar.update()
                 continue
             try:
-                futures[ctx.client.compute(build(tile))] = tile
+                graphs.append(build(tile))
+                built.append(tile)
             except Exception as exc:
                 ctx.mark_failed(tile, stage, exc)
                 bar.update()
+        # One submission per batch (one future per tile): the scheduler orders and queues the
+        # batch's chunks as one graph, so a worker finishes writing a block before it generates
+        # or reads many more (memory stays flat as batches grow), and a tile still fails alone.
+        futures = dict(zip(ctx.client.compute(graphs), built, strict=True)) if graphs else {}
         for fut in as_completed(list(futures)):
             tile = futures[fut]
             try:
@@ -75,6 +81,7 @@ def run_tiles(
                 shutil.rmtree(Path(store) / tile.tile_id, ignore_errors=True)
                 ctx.mark_failed(tile, stage, exc)
             bar.update()
+        trim_worker_memory(ctx.client)
     bar.close()
     for tile in tiles:  # late writes of failed tiles' tasks: never leave their chunks behind
         if ctx.status.get(tile.tile_id, {}).get("state") == "failed" and tile not in done:
