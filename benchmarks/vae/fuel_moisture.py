@@ -1,11 +1,14 @@
 """Fuel-moisture regression on Presto's split: eoflow LightGBM (and RF, ridge) vs the fine-tuned VAE.
 
-    python -m benchmarks.vae.fuel_moisture [--pretrain-steps N] [--finetune-steps N] [--skip-vae]
+    python -m benchmarks.vae.fuel_moisture [--config YAML] [--pretrain-steps N] [--finetune-steps N]
+        [--skip-vae | --skip-baselines] [--out DIR]
 
 Inputs for the tree/linear models are the same values the VAE reads: the 18 features x 3 monthly
 steps of ``data/presto/fuel_moisture.zarr`` flattened, plus the location (lon, lat) that the VAE's
 text carries.  Prints a Markdown table next to the Presto paper's rows and writes
-``benchmarks/.work/vae-fuel-moisture/results.json``.
+``results.json`` into the config's ``out`` directory (``benchmarks/.work/vae-fuel-moisture`` for
+the default config).  ``--skip-baselines`` runs only the VAE (no LightGBM needed), e.g. on a GPU
+machine with ``benchmarks/vae/fuel_moisture_gpu.yaml``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -95,30 +99,89 @@ def _lgb_cv(x: np.ndarray, y: np.ndarray, seed: int):
     return lgb.LGBMRegressor(**{**base.get_params(), **search.best_params_})
 
 
-def vae(config: Path, pretrain_steps: int | None, finetune_steps: int | None) -> dict:
+def vae(
+    config: Path, pretrain_steps: int | None, finetune_steps: int | None, out: Path | None = None
+) -> dict:
     """Pretrain + fine-tune the VAE with the benchmark config; return the test metrics."""
     from eoflow.vae.config import load_vae_config
     from eoflow.vae.train import finetune, pretrain
 
     cfg = load_vae_config(config)
+    if out is not None:
+        cfg.out = str(out.resolve())
     if pretrain_steps:
         cfg.pretrain.steps = pretrain_steps
     if finetune_steps:
         cfg.finetune.steps = finetune_steps
     t = time.perf_counter()
-    pre = pretrain(cfg)
+    with _step_clock() as pre_clock:
+        pre = pretrain(cfg)
     t_pre = time.perf_counter() - t
-    ft = finetune(cfg)
+    with _step_clock() as ft_clock:
+        ft = finetune(cfg)
+    t_ft = time.perf_counter() - t - t_pre
+    pre_step, ft_step = _step_s(pre_clock), _step_s(ft_clock)
     return {
         "rmse": ft["test"]["rmse"],
+        "mae": ft["test"]["mae"],
         "r2": ft["test"]["r2"],
+        "preset": cfg.model.preset,
+        "device": pre["device"],
         "pretrain_steps": cfg.pretrain.steps,
         "finetune_steps": cfg.finetune.steps,
+        "batch_size": [cfg.pretrain.batch_size, cfg.finetune.batch_size],
         "params": pre["params"],
         "pretrain_s": round(t_pre, 1),
         "total_s": round(time.perf_counter() - t, 1),
+        # steady-state seconds per optimizer step (data loading included) and the rest of each
+        # phase (setup, first steps, checkpoint, test evaluation): what device_finetune.sh scales
+        "pretrain_step_s": pre_step,
+        "finetune_step_s": ft_step,
+        "overhead_s": round(
+            t_pre - pre_step * cfg.pretrain.steps + t_ft - ft_step * cfg.finetune.steps, 2
+        ),
         "out": cfg.out,
     }
+
+
+@contextmanager
+def _step_clock():
+    """Record ``time.perf_counter()`` at the start of every ``Trainer._train_step`` call.
+
+    ``_train_step`` ends with ``float(loss)`` (a device sync), so consecutive starts are one step
+    apart, data loading included.
+    """
+    from eoflow.vae.train import Trainer
+
+    stamps: list[float] = []
+    orig = Trainer._train_step
+
+    def timed(self, batch):
+        stamps.append(time.perf_counter())
+        return orig(self, batch)
+
+    Trainer._train_step = timed
+    try:
+        yield stamps
+    finally:
+        Trainer._train_step = orig
+
+
+def _step_s(stamps: list[float], skip: int = 5) -> float:
+    """Mean step time after ``skip`` warm-up steps (all steps when there are few)."""
+    d = np.diff(stamps)
+    d = d[skip:] if len(d) > 2 * skip else d
+    return round(float(d.mean()), 5) if len(d) else 0.0
+
+
+def vae_label(r: dict) -> str:
+    """Table label of a VAE run: preset, parameters, steps, batch size, device."""
+    dev = str(r["device"]).split(":")[0].upper()
+    bp, bf = r["batch_size"]
+    return (
+        f"eoflow VAE fine-tuned ({r['preset']}, {r['params'] / 1e6:.2f} M params, "
+        f"{r['pretrain_steps']} + {r['finetune_steps']} steps, batch {bp}/{bf}, {dev})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,14 +189,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=HERE / "fuel_moisture.yaml")
     p.add_argument("--pretrain-steps", type=int)
     p.add_argument("--finetune-steps", type=int)
-    p.add_argument("--skip-vae", action="store_true")
+    p.add_argument("--out", type=Path, help="output root (default: the config's out)")
+    skip = p.add_mutually_exclusive_group()
+    skip.add_argument("--skip-vae", action="store_true")
+    skip.add_argument(
+        "--skip-baselines", action="store_true", help="VAE only (no LightGBM / RF / ridge)"
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    from eoflow.vae.config import load_vae_config
+
     store = HERE.parent.parent / "data" / "presto" / "fuel_moisture.zarr"
-    res: dict[str, dict] = baselines(store, a.seed)
+    res: dict[str, dict] = {} if a.skip_baselines else baselines(store, a.seed)
     if not a.skip_vae:
-        res["eoflow VAE fine-tuned (tiny, CPU)"] = vae(a.config, a.pretrain_steps, a.finetune_steps)
-    out = HERE.parent / ".work" / "vae-fuel-moisture"
+        r = vae(a.config, a.pretrain_steps, a.finetune_steps, a.out)
+        res[vae_label(r)] = r
+    cfg = load_vae_config(a.config)
+    out = a.out if a.out is not None else cfg.path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"results": res, "paper": PAPER}, indent=2) + "\n")
     print("| model | test RMSE (LFMC %) |\n|---|---|")
