@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import xarray as xr
 
 from eoflow.cube.store import is_done, read_ledger, write_ledger
 from eoflow.errors import DataError
+from eoflow.geo.tiles import Tile
 from eoflow.sampling import sample_pixels
 from eoflow.stages.context import RunContext
 
@@ -101,11 +103,11 @@ def run_sample(ctx: RunContext) -> Path:
         raise DataError(f"no tile of {store} has features to sample",
                         "run the 'features' stage first; tiles.json lists failed tiles")  # fmt: skip
     s = ctx.cfg.sampling
-    futures = [
-        ctx.client.submit(sample_tile, str(store), t.tile_id, fraction=s.fraction,
-                          exclude=list(s.exclude), seed=s.seed, pure=False)
-        for t in tiles
-    ]  # fmt: skip
+
+    def submit(tile: Tile):
+        return ctx.client.submit(sample_tile, str(store), tile.tile_id, fraction=s.fraction,
+                                 exclude=list(s.exclude), seed=s.seed, pure=False)  # fmt: skip
+
     ctx.changed = True
     shutil.rmtree(path, ignore_errors=True)
     first = xr.open_zarr(store, group=tiles[0].tile_id, consolidated=False)
@@ -123,18 +125,29 @@ def run_sample(ctx: RunContext) -> Path:
     created = False
     from tqdm.auto import tqdm
 
-    for i, fut in enumerate(
-        tqdm(futures, desc="eoflow sample", unit="tile", disable=ctx.quiet, leave=False)
-    ):
+    # A sliding window of ``2 x batch_tiles`` tiles in flight, appended in tile order and released
+    # as soon as they are written: workers never hold more than the window's samples, however
+    # many tiles the area has.
+    window = 2 * ctx.cfg.cluster.batch_tiles
+    pending = deque(submit(t) for t in tiles[:window])
+    bar = tqdm(total=len(tiles), desc="eoflow sample", unit="tile", disable=ctx.quiet, leave=False)
+    for i, tile in enumerate(tiles):
+        fut = pending.popleft()
+        if i + window < len(tiles):
+            pending.append(submit(tiles[i + window]))
         try:
             part = fut.result()
         except Exception as exc:
-            ctx.mark_failed(tiles[i], "sample", exc)
+            ctx.mark_failed(tile, "sample", exc)
             continue
+        finally:
+            fut.release()
+            bar.update()
         if not created:
             _create(path, part, attrs)
             created = True
         _append(path, part, i)
+    bar.close()
     if not created:
         raise DataError("sampling failed on every tile", "see tiles.json")
     counts = np.unique(open_samples(path)["y"], return_counts=True)
