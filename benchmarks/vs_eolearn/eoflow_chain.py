@@ -48,7 +48,10 @@ BATCH = 8
 # eoflow.ops.fused.fused_features (indices, validity and interpolation in one numba pass per chunk)
 # counts as interpolation: with it, the indices and masks columns only hold what runs outside it.
 STAGE_PRIORITY = (
-    ("interpolation", ("interp_block", "_interp_block", "transpose", "fused_features")),
+    (
+        "interpolation",
+        ("interp_block", "_interp_block", "transpose", "fused_features", "fused_block"),
+    ),
     ("indices", ("normalized_difference", "_nd")),
     ("erosion", ("erode_labels", "overlap", "trim")),
     ("sampling", ("sample_tile",)),

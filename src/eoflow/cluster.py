@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from eoflow.config import ClusterConfig
 from eoflow.errors import ClusterError
 
-__all__ = ["connect", "dashboard_link", "trim_worker_memory"]
+__all__ = ["connect", "dashboard_link"]
 
 
 def _local_sizes(cfg: ClusterConfig) -> tuple[int, int]:
@@ -71,27 +71,3 @@ def dashboard_link(client) -> str:
         return client.dashboard_link
     except Exception:
         return "(no dashboard)"
-
-
-def _malloc_trim() -> int:
-    """Collect cycles, then return freed heap pages to the OS (glibc; elsewhere only the GC)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        return int(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return 0
-
-
-def trim_worker_memory(client) -> None:
-    """Ask every worker to hand freed heap memory back to the OS (``malloc_trim``).
-
-    Chunk buffers of tens of MB are allocated and freed all the time; glibc keeps some of the
-    freed space mapped, so a worker's RSS creeps up over a long run although its live data stay
-    flat (Dask's "unmanaged memory"). Called between batches of tiles, this keeps each worker's
-    peak memory flat as the area grows. Never fails a run.
-    """
-    with contextlib.suppress(Exception):
-        client.run(_malloc_trim)

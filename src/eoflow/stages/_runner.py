@@ -8,7 +8,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from eoflow.cluster import trim_worker_memory
 from eoflow.cube.store import is_done, write_ledger
 from eoflow.geo.tiles import Tile
 from eoflow.stages.context import RunContext
@@ -81,7 +80,6 @@ def run_tiles(
                 shutil.rmtree(Path(store) / tile.tile_id, ignore_errors=True)
                 ctx.mark_failed(tile, stage, exc)
             bar.update()
-        trim_worker_memory(ctx.client)
     bar.close()
     for tile in tiles:  # late writes of failed tiles' tasks: never leave their chunks behind
         if ctx.status.get(tile.tile_id, {}).get("state") == "failed" and tile not in done:
