@@ -13,6 +13,7 @@ from scipy import ndimage
 from eoflow.ops.morphology import erode_classes, erode_labels
 from eoflow.ops.temporal import interpolate_to_grid
 from eoflow.sampling import sample_pixels
+from eoflow.stages.sample import sample_dataset
 
 
 @st.composite
@@ -110,6 +111,31 @@ def test_sampling_is_deterministic_and_position_based(labels, seed):
     b = sample_pixels(labels.copy(), fraction=0.25, exclude=[0], seed=seed, tile_id="t")
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+@given(labels_st, st.integers(2, 12), st.integers(2, 12), st.integers(0, 2**31))
+def test_lazy_sampling_gathers_the_sampled_pixels_whatever_the_chunks(labels, cy, cx, seed):
+    h, w = labels.shape
+    rng = np.random.default_rng(seed)
+    feat = rng.random((3, h, w), dtype=np.float32)
+    static = rng.random((h, w), dtype=np.float32)
+    ds = xr.Dataset(
+        {
+            "F": (("time", "y", "x"), da.from_array(feat, chunks=(3, cy, cx))),
+            "H": (("y", "x"), da.from_array(static, chunks=(cy, cx))),
+            "LULC_ERODED": (("y", "x"), da.from_array(labels, chunks=(cy, cx))),
+        },
+        coords={"y": np.arange(h) * -10.0, "x": np.arange(w) * 10.0},
+        attrs={"features": ["F"], "static_features": ["H"]},
+    )
+    got = sample_dataset(ds, "t", fraction=0.5, exclude=[0], seed=seed).compute(scheduler="sync")
+    r, c = sample_pixels(labels, fraction=0.5, exclude=[0], seed=seed, tile_id="t")
+    np.testing.assert_array_equal(got["row"], r)
+    np.testing.assert_array_equal(got["col"], c)
+    np.testing.assert_array_equal(got["X"][:, :, 0], feat[:, r, c].T)
+    np.testing.assert_array_equal(got["S"][:, 0], static[r, c])
+    np.testing.assert_array_equal(got["y"], labels[r, c])
+    np.testing.assert_array_equal(got["xcoord"], c * 10.0)
 
 
 @given(series(), st.sampled_from([np.inf, -np.inf, np.nan]))

@@ -30,7 +30,10 @@ def run_tiles(
 
     A tile whose ledger entry matches the config hash is skipped (``--resume`` and re-runs write
     nothing); ``key`` replaces the config hash when outputs also depend on another input (the
-    model). ``prepare(batch)`` runs before a batch's graphs are built. A failing tile is marked failed, its partial group removed, and the others go on.
+    model). ``prepare(batch)`` runs before a batch's graphs are built: for the first batch first,
+    for each later one right after the previous batch is submitted, so that a pre-pass it submits
+    (e.g. the frame filter, at high priority) runs while the previous batch computes. A failing
+    tile is marked failed, its partial group removed, and the others go on.
 
     Returns
     -------
@@ -50,9 +53,10 @@ def run_tiles(
         return done
     ctx.changed = True
     bar = tqdm(total=len(todo), desc=f"eoflow {stage}", unit="tile", disable=ctx.quiet, leave=False)
-    for batch in ctx.batches(todo):
-        if prepare is not None:
-            prepare(batch)
+    batches = list(ctx.batches(todo))
+    if prepare is not None:
+        prepare(batches[0])
+    for i, batch in enumerate(batches):
         graphs, built = [], []
         for tile in batch:
             if ctx.status.get(tile.tile_id, {}).get("state") == "failed":
@@ -68,6 +72,8 @@ def run_tiles(
         # batch's chunks as one graph, so a worker finishes writing a block before it generates
         # or reads many more (memory stays flat as batches grow), and a tile still fails alone.
         futures = dict(zip(ctx.client.compute(graphs), built, strict=True)) if graphs else {}
+        if prepare is not None and i + 1 < len(batches):
+            prepare(batches[i + 1])  # the next batch's small pre-pass overlaps this batch
         for fut in as_completed(list(futures)):
             tile = futures[fut]
             try:

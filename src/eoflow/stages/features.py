@@ -98,8 +98,6 @@ def _tile_of(ds: xr.Dataset) -> Tile:
 
 def run_features(ctx: RunContext) -> list[Tile]:
     """Compute and write ``features.zarr`` for every ingested tile."""
-    import dask
-
     from eoflow.reference.rasterize import open_reference, reference_labels
 
     cfg, fcfg = ctx.cfg, ctx.cfg.features
@@ -119,10 +117,11 @@ def run_features(ctx: RunContext) -> list[Tile]:
         repairs_path.write_text(text)
     cube_store, store = ctx.path("cube.zarr"), ctx.path("features.zarr")
     cubes: dict[str, xr.Dataset] = {}
-    keeps: dict[str, np.ndarray] = {}
+    fractions: dict[str, object] = {}  # tile id -> Future of its frames' valid fractions
 
     def prepare(batch: list[Tile]) -> None:
-        fractions = {}
+        # the frame filter needs one number per frame before a tile's graph can be built: submit
+        # it at high priority (it reads only the masks) and collect it when the graph is built
         for tile in batch:
             try:
                 ds = open_tile(cube_store, tile.tile_id)
@@ -130,18 +129,17 @@ def run_features(ctx: RunContext) -> list[Tile]:
                 valid = valid_mask(
                     ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes
                 )
+                fraction = frame_valid_fraction(valid, footprint(ds))
+                fractions[tile.tile_id] = ctx.client.compute(fraction, priority=10)
                 cubes[tile.tile_id] = ds
-                fractions[tile.tile_id] = frame_valid_fraction(valid, footprint(ds))
             except Exception as exc:
                 ctx.mark_failed(tile, "features", exc)
-        values = dask.compute(*fractions.values()) if fractions else []
-        for tid, frac in zip(fractions, values):
-            keeps[tid] = np.asarray(frac) > fcfg.min_valid_fraction
 
     def writer(tile: Tile):
         if tile.tile_id not in cubes:
             prepare([tile])
-        ds, keep = cubes.pop(tile.tile_id), keeps.pop(tile.tile_id)
+        ds = cubes.pop(tile.tile_id)
+        keep = np.asarray(fractions.pop(tile.tile_id).result()) > fcfg.min_valid_fraction
         if keep.sum() == 0:
             raise DataError(
                 f"tile {tile.tile_id}: every frame has valid fraction <= {fcfg.min_valid_fraction}",

@@ -10,7 +10,9 @@ import json
 import shutil
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -20,37 +22,100 @@ from eoflow.geo.tiles import Tile
 from eoflow.sampling import sample_pixels
 from eoflow.stages.context import RunContext
 
-__all__ = ["SAMPLE_ARRAYS", "open_samples", "run_sample", "sample_tile"]
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+
+__all__ = ["SAMPLE_ARRAYS", "open_samples", "run_sample", "sample_dataset", "sample_tile"]
 
 SAMPLE_ARRAYS = ("X", "S", "y", "tile", "row", "col", "xcoord", "ycoord")
 _CHUNK_ROWS = 65_536
+
+
+def _pick(labels: np.ndarray, **kw) -> tuple[np.ndarray, np.ndarray]:
+    return sample_pixels(np.asarray(labels), **kw)
+
+
+def _gather_block(block: np.ndarray, pick: tuple, y0: int, x0: int) -> tuple:
+    """Values of the sampled pixels that fall in one ``(..., y, x)`` block, and their positions."""
+    rows, cols = pick
+    h, w = block.shape[-2:]
+    inside = np.flatnonzero((rows >= y0) & (rows < y0 + h) & (cols >= x0) & (cols < x0 + w))
+    return inside, block[..., rows[inside] - y0, cols[inside] - x0]
+
+
+def _gather(arr, pick):
+    """Delayed ``arr[..., rows, cols]`` of a 2-D or 3-D Dask array, one task per block."""
+    import dask
+
+    offsets = [np.r_[0, np.cumsum(c)[:-1]] for c in arr.chunks[-2:]]
+    parts = [
+        dask.delayed(_gather_block, pure=True)(blk, pick, int(offsets[0][iy]), int(offsets[1][ix]))
+        for (*_, iy, ix), blk in np.ndenumerate(arr.to_delayed())
+    ]
+    return dask.delayed(_assemble, pure=True)(parts, pick, arr.shape[:-2], arr.dtype)
+
+
+def _assemble(parts: list, pick: tuple, lead: tuple, dtype) -> np.ndarray:
+    out = np.empty((*lead, pick[0].size), dtype=dtype)
+    for inside, values in parts:
+        out[..., inside] = values
+    return out
+
+
+def _finish(pick, labels, feats: list, static: list, xs, ys) -> dict[str, np.ndarray]:
+    rows, cols = pick
+    n = rows.size
+    X = np.stack([f.T for f in feats], axis=-1) if feats else np.zeros((n, 0, 0), np.float32)
+    S = np.stack(static, axis=-1) if static else np.zeros((n, 0), np.float32)
+    return {
+        "X": X.astype(np.float32, copy=False), "S": S.astype(np.float32, copy=False),
+        "y": labels.astype(np.int32), "row": rows, "col": cols,
+        "xcoord": np.asarray(xs)[cols], "ycoord": np.asarray(ys)[rows],
+    }  # fmt: skip
+
+
+def sample_dataset(
+    ds: xr.Dataset, tile_id: str, *, fraction: float, exclude: list[int], seed: int
+) -> Delayed:
+    """Lazy stratified sample of one tile's features (a ``dask.delayed`` dict of arrays).
+
+    ``ds`` is a tile's features dataset, lazy (straight from ``tile_features``, so the samples are
+    gathered from the chunks in memory, in the same graph as their write) or opened from
+    ``features.zarr``. Every block of every feature is visited by one small task that keeps only
+    the sampled pixels; the selection is :func:`eoflow.sampling.sample_pixels` on
+    ``LULC_ERODED``, so it is the same whatever the chunking.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to ``{"X": (n, time, feature) float32, "S": (n, static) float32, "y": int32,
+        "row", "col": int32, "xcoord", "ycoord"}``, rows sorted by (row, col).
+    """
+    import dask
+
+    def lazy(name):
+        var = ds[name].data
+        return var if isinstance(var, da.Array) else da.from_array(var, chunks=-1)
+
+    feats, static = list(ds.attrs["features"]), list(ds.attrs.get("static_features", []))
+    labels = lazy("LULC_ERODED")
+    pick = dask.delayed(_pick, pure=True)(
+        labels, fraction=fraction, exclude=list(exclude), seed=seed, tile_id=tile_id
+    )
+    return dask.delayed(_finish, pure=True)(
+        pick, _gather(labels, pick), [_gather(lazy(f), pick) for f in feats],
+        [_gather(lazy(f).astype(np.float32), pick) for f in static],
+        ds["x"].values, ds["y"].values,
+    )  # fmt: skip
 
 
 def sample_tile(
     store: str, tile_id: str, *, fraction: float, exclude: list[int], seed: int
 ) -> dict[str, np.ndarray]:
     """Sample one tile of ``features.zarr`` (runs on a worker; reads only what it needs)."""
-    import dask
-
     ds = xr.open_zarr(store, group=tile_id, consolidated=False)
-    feats, static = list(ds.attrs["features"]), list(ds.attrs.get("static_features", []))
-    with dask.config.set(scheduler="sync"):
-        labels = ds["LULC_ERODED"].values
-        rows, cols = sample_pixels(
-            labels, fraction=fraction, exclude=exclude, seed=seed, tile_id=tile_id
-        )
-        # one tile's arrays are bounded; plain numpy gathering beats pointwise Dask indexing
-        X = np.stack([ds[f].values[:, rows, cols].T for f in feats], axis=-1)
-        S = (
-            np.stack([ds[f].values[rows, cols] for f in static], axis=-1)
-            if static
-            else np.zeros((rows.size, 0), np.float32)
-        )
-    return {
-        "X": X.astype(np.float32), "S": S.astype(np.float32), "y": labels[rows, cols].astype(np.int32),
-        "row": rows, "col": cols,
-        "xcoord": ds["x"].values[cols], "ycoord": ds["y"].values[rows],
-    }  # fmt: skip
+    lazy = sample_dataset(ds, tile_id, fraction=fraction, exclude=exclude, seed=seed)
+    return lazy.compute(scheduler="sync")
 
 
 def _create(path: Path, first: dict, attrs: dict) -> None:
