@@ -10,9 +10,11 @@ The recipe
   window of the plane tiled with mirrored copies of that patch (``numpy.pad(mode="symmetric")``
   repeated), so every value is a real value: nothing is interpolated or invented. Patch ``k`` starts
   at a different offset in that plane, so patches differ from each other.
-* **Synthetic bands** ``B03``, ``B08``, ``B11`` (needed for NDWI and NDBI; the real 13-band series
-  only exists for 10 of the 68 dates): a deterministic model of the real NDVI, the real cloud mask
-  and a seasonal term, quantised to 1e-4 reflectance. See :func:`synthetic_bands`.
+* **Synthetic bands** ``B02``, ``B03``, ``B04``, ``B08``, ``B11``, ``B12`` (the six bands of
+  eo-learn's land-cover example, so the merged features have the 9 channels of issue 7's
+  measurement; B03/B08/B11 make NDWI and NDBI; the real 13-band series only exists for 10 of the
+  68 dates): a deterministic model of the real NDVI, the real cloud mask and a seasonal term,
+  quantised to 1e-4 reflectance. See :func:`synthetic_bands`.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ GRID_START, GRID_END, GRID_STEP_DAYS = "2017-01-01", "2017-12-31", 15
 MIN_VALID_FRACTION = 0.8
 """Frames with a valid fraction <= this are dropped."""
 SAMPLE_FRACTION, SAMPLE_EXCLUDE, SAMPLE_SEED = 0.25, (0,), 42
-FEATURES = ("NDVI", "NDWI", "NDBI", "B03", "B08", "B11")
-"""Time-varying features, in the order of eo-learn's merged ``FEATURES`` channels."""
-SYNTHETIC_BANDS = ("B03", "B08", "B11")
+SYNTHETIC_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+"""eo-learn's ``BANDS`` feature, in this order."""
+FEATURES = ("NDVI", "NDWI", "NDBI", *SYNTHETIC_BANDS)
+"""Time-varying features (9 channels), in the order of eo-learn's merged ``FEATURES`` channels."""
 CRS_EPSG = 32633
 PIXEL_M = 10.0
 TILE_ORIGIN = (465_000.0, 5_080_000.0)
@@ -90,7 +93,7 @@ def tile_transform(k: int) -> tuple[float, float, float, float, float, float]:
 
 
 def synthetic_bands(ndvi: np.ndarray, clm: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
-    """Deterministic, clearly synthetic B03/B08/B11 reflectances from real NDVI and CLM.
+    """Deterministic, clearly synthetic B02/B03/B04/B08/B11/B12 reflectances from real NDVI and CLM.
 
     ``v = clip(NDVI, 0, 1)``, ``s = cos(2 pi (doy - 172) / 365.25)`` (1 at midsummer),
     ``c = CLM``:
@@ -98,6 +101,9 @@ def synthetic_bands(ndvi: np.ndarray, clm: np.ndarray, times: np.ndarray) -> dic
     * ``B08 = 0.10 + 0.28 v + 0.020 s + 0.25 c``
     * ``B03 = 0.07 + 0.03 (1 - v) + 0.005 s + 0.30 c``
     * ``B11 = 0.24 - 0.12 v + 0.010 s + 0.20 c``
+    * ``B02 = 0.05 + 0.04 (1 - v) + 0.003 s + 0.32 c``
+    * ``B04 = 0.03 + 0.10 (1 - v) + 0.004 s + 0.30 c``
+    * ``B12 = 0.16 - 0.10 v + 0.008 s + 0.15 c``
 
     rounded to 1e-4 (like L2A DN * 1e-4) and stored as float32.
     """
@@ -109,6 +115,9 @@ def synthetic_bands(ndvi: np.ndarray, clm: np.ndarray, times: np.ndarray) -> dic
         "B03": 0.07 + 0.03 * (1.0 - v) + 0.005 * s + 0.30 * c,
         "B08": 0.10 + 0.28 * v + 0.020 * s + 0.25 * c,
         "B11": 0.24 - 0.12 * v + 0.010 * s + 0.20 * c,
+        "B02": 0.05 + 0.04 * (1.0 - v) + 0.003 * s + 0.32 * c,
+        "B04": 0.03 + 0.10 * (1.0 - v) + 0.004 * s + 0.30 * c,
+        "B12": 0.16 - 0.10 * v + 0.008 * s + 0.15 * c,
     }
     return {k: (np.round(a * 1e4) / 1e4).astype(np.float32) for k, a in raw.items()}
 
@@ -125,7 +134,7 @@ def base_path(work: Path = WORK) -> Path:
 
 
 def load_base(work: Path = WORK) -> dict[str, np.ndarray]:
-    """Read ``base.npz``: NDVI/CLM/IS_DATA/B03/B08/B11 ``(68, 101, 100)``, LULC ``(101, 100)``, times."""
+    """Read ``base.npz``: NDVI/CLM/IS_DATA and the synthetic bands ``(68, 101, 100)``, LULC, times."""
     with np.load(base_path(work)) as z:
         return {k: z[k] for k in z.files}
 

@@ -3,23 +3,27 @@
 What runs, per batch of 8 patches (as eoflow's ``features`` stage batches tiles):
 
 1. **filter** -- ``eoflow.ops.masks.valid_mask`` (``IS_DATA & ~CLM``) and
-   ``eoflow.ops.temporal.frame_valid_fraction``, computed eagerly (one number per frame) to choose
-   the frames with a valid fraction > 0.8;
+   ``eoflow.ops.temporal.frame_valid_fraction`` (one number per frame) to choose the frames with a
+   valid fraction > 0.8; submitted at high priority for the next batch while the current one
+   computes, as eoflow's stage runner does;
 2. **features** -- ``eoflow.stages.features.tile_features``: NDWI/NDBI
    (``eoflow.ops.indices``; NDVI is the real band), VALID_COUNT, masked linear interpolation of the
-   six features onto the 25 grid instants (``eoflow.ops.temporal.interpolate_to_grid``), erosion of
-   every class with the radius-1 disk = 3x3 cross (``eoflow.ops.morphology.erode_classes``,
+   nine features onto the 25 grid instants (``eoflow.ops.fused``: one numba pass per chunk), erosion
+   of every class with the radius-1 disk = 3x3 cross (``eoflow.ops.morphology.erode_classes``,
    ``map_overlap`` so chunk edges never act as borders; the array edge is padded by replication,
    so, like OpenCV, edge pixels are never eroded by the edge itself), written lazily with
    ``eoflow.cube.store.write_tile`` to ``features.zarr``;
-3. **sampling** -- ``eoflow.stages.sample.sample_tile`` per patch (0.25 of each class of the eroded
-   labels, class 0 excluded), gathered into ``samples.zarr`` (``docs/formats.md``).
+3. **sampling** -- ``eoflow.stages.sample.sample_dataset`` on the same lazy features (0.25 of each
+   class of the eroded labels, class 0 excluded): the sampled pixels are gathered from the chunks
+   in memory, in the same graph as their write, and appended to ``samples.zarr``
+   (``docs/formats.md``) in patch order. (eoflow's pipeline samples in its own ``sample`` stage,
+   re-reading ``features.zarr`` with the same function, so that stage can be re-run alone.)
 
 The grid is eo-learn's effective one (:func:`benchmarks.vs_eolearn.common.grid_instants`), so the
 values can be compared; eoflow's own ``regular_grid`` puts it at midnight.
 
 Per-stage times come from the Dask task stream (seconds of worker compute per task prefix); the
-filter and sampling phases are timed on the client as well.
+client's graph building and waiting are timed as well.
 
 Run from the repository root with the project's interpreter::
 
@@ -54,7 +58,7 @@ STAGE_PRIORITY = (
     ),
     ("indices", ("normalized_difference", "_nd")),
     ("erosion", ("erode_labels", "overlap", "trim")),
-    ("sampling", ("sample_tile",)),
+    ("sampling", ("sample_tile", "_pick", "_gather_block", "_assemble", "_finish")),
     ("filter", ("truediv", "maximum")),
     ("masks", ("eq", "ne", "and_", "sum", "any", "astype", "aggregate")),
     ("merge", ("stack", "rechunk")),
@@ -135,19 +139,32 @@ class SamplesWriter:
         self.n += k
 
 
+def _prepass(client, store: Path, tids: list[str], fcfg) -> dict:
+    """Open each patch and submit its frame filter (one number per frame) at high priority."""
+    from eoflow.cube.store import open_tile
+    from eoflow.ops.masks import valid_mask
+    from eoflow.ops.temporal import frame_valid_fraction
+    from eoflow.stages.features import feature_recipes, footprint
+
+    out = {}
+    for tid in tids:
+        ds = open_tile(store, tid)
+        feature_recipes(ds, fcfg)  # validates the bands early, as the stage does
+        fraction = frame_valid_fraction(valid_mask(ds, how="clm"), footprint(ds))
+        out[tid] = (ds, client.compute(fraction, priority=10))
+    return out
+
+
 def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     """Run the chain on patches ``0..n-1`` with ``workers`` single-threaded Dask workers."""
     t_start = time.perf_counter()
-    import dask
-    from distributed import as_completed, get_task_stream
+    from distributed import get_task_stream
 
     from eoflow.cluster import connect
     from eoflow.config import ClusterConfig
-    from eoflow.cube.store import open_tile, write_ledger, write_tile
-    from eoflow.ops.masks import valid_mask
-    from eoflow.ops.temporal import frame_valid_fraction
-    from eoflow.stages.features import feature_recipes, footprint, tile_features
-    from eoflow.stages.sample import sample_tile
+    from eoflow.cube.store import write_ledger, write_tile
+    from eoflow.stages.features import tile_features
+    from eoflow.stages.sample import sample_dataset
 
     t_import = time.perf_counter() - t_start
     shutil.rmtree(out, ignore_errors=True)
@@ -155,71 +172,54 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     fstore, sstore = out / "features.zarr", out / "samples.zarr"
     fcfg = features_config()
     tile_ids = [common.tile_id(k) for k in range(n)]
-    phases = {"cluster_start": 0.0, "filter": 0.0, "features": 0.0, "sampling": 0.0}
+    batches = [tile_ids[b : b + BATCH] for b in range(0, n, BATCH)]
+    phases = {"cluster_start": 0.0, "build": 0.0, "compute": 0.0}
     frames_kept: dict[str, int] = {}
     t0 = time.perf_counter()
     cluster_cfg = ClusterConfig(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
     with connect(cluster_cfg, quiet=True) as client:
         phases["cluster_start"] = time.perf_counter() - t0
         with get_task_stream(client) as ts:
-            grid = None
-            for b in range(0, n, BATCH):
-                batch = tile_ids[b : b + BATCH]
+            grid, writer = None, None
+            pending = _prepass(client, store, batches[0], fcfg)
+            for i, batch in enumerate(batches):
                 t1 = time.perf_counter()
-                cubes, fractions = {}, {}
+                graphs = []
                 for tid in batch:
-                    ds = open_tile(store, tid)
-                    feature_recipes(ds, fcfg)  # validates the bands early, as the stage does
-                    cubes[tid] = ds  # the raw cube: tile_features adds the indices itself
-                    fractions[tid] = frame_valid_fraction(valid_mask(ds, how="clm"), footprint(ds))
-                values = dask.compute(*fractions.values())
-                keeps = {
-                    tid: np.asarray(v) > fcfg.min_valid_fraction for tid, v in zip(batch, values)
-                }
-                t2 = time.perf_counter()
-                phases["filter"] += t2 - t1
-                writes = []
-                for tid in batch:
-                    ds = cubes.pop(tid)
+                    ds, fraction = pending.pop(tid)
+                    keep = np.asarray(fraction.result()) > fcfg.min_valid_fraction
                     if grid is None:
                         grid = common.grid_instants(ds["time"].values).astype("datetime64[ns]")
-                    feats = tile_features(ds, keeps[tid], ds["LULC"], fcfg=fcfg, grid=grid)
-                    frames_kept[tid] = int(keeps[tid].sum())
-                    writes.append(write_tile(feats, fstore, tid, compute=False))
-                # one submission per batch, one future per patch (as eoflow's stage runner does)
-                futures = dict(zip(client.compute(writes), batch, strict=True))
-                for fut in as_completed(list(futures)):
-                    fut.result()
-                    write_ledger(fstore, futures[fut], config_hash="vs_eolearn")
-                phases["features"] += time.perf_counter() - t2
-            t3 = time.perf_counter()
-            futs = [
-                client.submit(sample_tile, str(fstore), tid, fraction=common.SAMPLE_FRACTION,
-                              exclude=list(common.SAMPLE_EXCLUDE), seed=common.SAMPLE_SEED,
-                              pure=False)
-                for tid in tile_ids
-            ]  # fmt: skip
-            attrs = {
-                "features": list(common.FEATURES),
-                "time": [str(t)[:19] for t in grid],
-                "tiles": tile_ids,
-                "crs": f"EPSG:{common.CRS_EPSG}",
-                "sampling": {"fraction": common.SAMPLE_FRACTION, "seed": common.SAMPLE_SEED,
-                             "exclude": list(common.SAMPLE_EXCLUDE)},
-            }  # fmt: skip
-            writer = SamplesWriter(sstore, attrs)
-            for i, fut in enumerate(futs):  # in patch order, one patch in the client at a time
-                writer.append(fut.result(), i)
-                fut.release()
+                        writer = SamplesWriter(sstore, samples_attrs(tile_ids, grid))
+                    feats = tile_features(ds, keep, ds["LULC"], fcfg=fcfg, grid=grid)
+                    frames_kept[tid] = int(keep.sum())
+                    # the samples are gathered from the features in memory, in the same graph
+                    graphs.append(write_tile(feats, fstore, tid, compute=False))
+                    graphs.append(sample_dataset(feats, tid, fraction=common.SAMPLE_FRACTION,
+                                                 exclude=list(common.SAMPLE_EXCLUDE),
+                                                 seed=common.SAMPLE_SEED))  # fmt: skip
+                # one submission per batch (as eoflow's stage runner does), then the next batch's
+                # frame filter, which runs first (priority) while this batch computes
+                futures = client.compute(graphs)
+                if i + 1 < len(batches):
+                    pending = _prepass(client, store, batches[i + 1], fcfg)
+                t2 = time.perf_counter()
+                phases["build"] += t2 - t1
+                for j, tid in enumerate(batch):  # in patch order: samples.zarr rows stay ordered
+                    futures[2 * j].result()
+                    write_ledger(fstore, tid, config_hash="vs_eolearn")
+                    writer.append(futures[2 * j + 1].result(), tile_ids.index(tid))
+                    futures[2 * j].release()
+                    futures[2 * j + 1].release()
+                phases["compute"] += time.perf_counter() - t2
             n_samples = writer.n
-            phases["sampling"] = time.perf_counter() - t3
         records = ts.data
     stages, by_prefix = stage_seconds(records)
     info = {
         "system": "eoflow",
         "patches": n,
         "workers": workers,
-        "exec_seconds": phases["filter"] + phases["features"] + phases["sampling"],
+        "exec_seconds": phases["build"] + phases["compute"],
         "process_seconds": time.perf_counter() - t_start,
         "import_seconds": t_import,
         "phases": phases,
@@ -231,6 +231,18 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     }
     common.write_json(result, info)
     return info
+
+
+def samples_attrs(tile_ids: list[str], grid: np.ndarray) -> dict:
+    """Attributes of ``samples.zarr`` (``docs/formats.md``)."""
+    return {
+        "features": list(common.FEATURES),
+        "time": [str(t)[:19] for t in grid],
+        "tiles": tile_ids,
+        "crs": f"EPSG:{common.CRS_EPSG}",
+        "sampling": {"fraction": common.SAMPLE_FRACTION, "seed": common.SAMPLE_SEED,
+                     "exclude": list(common.SAMPLE_EXCLUDE)},
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,11 @@ class ValidFraction:
         return bool(np.count_nonzero(frame) / frame.size > self.threshold)
 
 
+def _bands(a: str, b: str) -> tuple[int, int]:
+    """Positions of two synthetic bands in eo-learn's ``BANDS`` feature."""
+    return common.SYNTHETIC_BANDS.index(a), common.SYNTHETIC_BANDS.index(b)
+
+
 def _valid(is_data: np.ndarray, clm: np.ndarray) -> np.ndarray:
     return is_data.astype(bool) & ~clm.astype(bool)
 
@@ -100,10 +105,9 @@ def build_workflow(inputs: str, out_features: str, out_samples: str):
 
     D, M, MT = FeatureType.DATA, FeatureType.MASK, FeatureType.MASK_TIMELESS
     load = EONode(LoadTask(inputs), name="load")
-    ndwi = EONode(NormalizedDifferenceIndexTask((D, "BANDS"), (D, "NDWI"), bands=(0, 1)), [load],
-                  name="ndwi")  # fmt: skip
-    ndbi = EONode(NormalizedDifferenceIndexTask((D, "BANDS"), (D, "NDBI"), bands=(2, 1)), [ndwi],
-                  name="ndbi")  # fmt: skip
+    nd = NormalizedDifferenceIndexTask
+    ndwi = EONode(nd((D, "BANDS"), (D, "NDWI"), bands=_bands("B03", "B08")), [load], name="ndwi")
+    ndbi = EONode(nd((D, "BANDS"), (D, "NDBI"), bands=_bands("B11", "B08")), [ndwi], name="ndbi")
     valid = EONode(ZipFeatureTask({M: ["IS_DATA", "CLM"]}, (M, "IS_VALID"), _valid), [ndbi],
                    name="valid_mask")  # fmt: skip
     count = EONode(MapFeatureTask((M, "IS_VALID"), (MT, "VALID_COUNT"), _count), [valid],
@@ -231,9 +235,9 @@ def indices(inputs: Path, k: int, out: Path) -> None:
     from eolearn.features import NormalizedDifferenceIndexTask
 
     patch = EOPatch.load(str(inputs / common.tile_id(k)), features=[(FeatureType.DATA, "BANDS")])
-    D = FeatureType.DATA
-    patch = NormalizedDifferenceIndexTask((D, "BANDS"), (D, "NDWI"), bands=(0, 1)).execute(patch)
-    patch = NormalizedDifferenceIndexTask((D, "BANDS"), (D, "NDBI"), bands=(2, 1)).execute(patch)
+    D, nd = FeatureType.DATA, NormalizedDifferenceIndexTask
+    patch = nd((D, "BANDS"), (D, "NDWI"), bands=_bands("B03", "B08")).execute(patch)
+    patch = nd((D, "BANDS"), (D, "NDBI"), bands=_bands("B11", "B08")).execute(patch)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "NDWI.npy", patch[D, "NDWI"][..., 0])
     np.save(out / "NDBI.npy", patch[D, "NDBI"][..., 0])

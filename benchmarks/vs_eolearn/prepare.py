@@ -3,13 +3,13 @@
 1. ``base.npz``: the real 101 x 100 px x 68-date NDVI/CLM/IS_DATA series (from the shipped sample
    ``data/sample/`` when present, else ``../shared/data/eolearn-example``), the LULC reference
    rasterised from the real ``LULC.gpkg`` onto that grid (checked against the sample's truth
-   raster), the acquisition times and the synthetic B03/B08/B11 (see
+   raster), the acquisition times and the six synthetic bands (see
    :func:`benchmarks.vs_eolearn.common.synthetic_bands`).
-2. ``inputs/cubes.zarr``: one eoflow cube per patch (``make_cube`` + ``write_tile``; NDVI/B03/B08/
-   B11 float32, CLM/IS_DATA uint8 on ``time, y, x``, LULC uint16 on ``y, x``; chunks 68 x 512 x 512,
+2. ``inputs/cubes.zarr``: one eoflow cube per patch (``make_cube`` + ``write_tile``; NDVI and the
+   synthetic bands float32, CLM/IS_DATA uint8 on ``time, y, x``, LULC uint16 on ``y, x``; chunks 68 x 512 x 512,
    i.e. one spatial chunk per 500 px patch, as eoflow's default ``grid.chunk_px``).
 3. ``inputs/eopatches/pNNN``: the same arrays as eo-learn EOPatches (written by eo-learn itself in
-   its own venv: ``data/NDVI``, ``data/BANDS`` = B03,B08,B11, ``mask/CLM``, ``mask/IS_DATA``,
+   its own venv: ``data/NDVI``, ``data/BANDS`` = B02,B03,B04,B08,B11,B12, ``mask/CLM``, ``mask/IS_DATA``,
    ``mask_timeless/LULC``, uncompressed as eo-learn saves by default).
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -103,7 +104,11 @@ def build_base(work: Path = common.WORK) -> Path:
     """Write ``base.npz`` (idempotent)."""
     path = common.base_path(work)
     if path.exists():
-        return path
+        with np.load(path) as z:
+            if set(common.SYNTHETIC_BANDS) <= set(z.files):
+                return path
+        # made by an older recipe (fewer synthetic bands): rebuild it and everything made from it
+        shutil.rmtree(work / "inputs", ignore_errors=True)
     src = _from_sample() if (SAMPLE / "items").exists() else _from_shared()
     if src["NDVI"].shape[0] != common.N_DATES:
         raise RuntimeError(f"expected {common.N_DATES} dates, got {src['NDVI'].shape[0]}")

@@ -50,7 +50,7 @@ def _gather(arr, pick):
     offsets = [np.r_[0, np.cumsum(c)[:-1]] for c in arr.chunks[-2:]]
     parts = [
         dask.delayed(_gather_block, pure=True)(blk, pick, int(offsets[0][iy]), int(offsets[1][ix]))
-        for (*_, iy, ix), blk in np.ndenumerate(arr.to_delayed())
+        for (*_, iy, ix), blk in np.ndenumerate(arr.to_delayed(optimize_graph=False))
     ]
     return dask.delayed(_assemble, pure=True)(parts, pick, arr.shape[:-2], arr.dtype)
 
