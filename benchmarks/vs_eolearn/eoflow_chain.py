@@ -5,7 +5,8 @@ What runs, per batch of 8 patches (as eoflow's ``features`` stage batches tiles)
 1. **filter** -- ``eoflow.ops.masks.valid_mask`` (``IS_DATA & ~CLM``) and
    ``eoflow.ops.temporal.frame_valid_fraction`` (one number per frame) to choose the frames with a
    valid fraction > 0.8; submitted at high priority for the next batch while the current one
-   computes, as eoflow's stage runner does;
+   computes, and each batch's graph is queued behind the previous one (two in flight), as
+   eoflow's stage runner does;
 2. **features** -- ``eoflow.stages.features.tile_features``: NDWI/NDBI
    (``eoflow.ops.indices``; NDVI is the real band), VALID_COUNT, masked linear interpolation of the
    nine features onto the 25 grid instants (``eoflow.ops.fused``: one numba pass per chunk), erosion
@@ -37,6 +38,7 @@ import argparse
 import shutil
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -107,36 +109,12 @@ def features_config():
     )
 
 
-class SamplesWriter:
-    """Append each patch's samples to ``samples.zarr`` (``docs/formats.md``) as it arrives.
+def _cpu_seconds() -> dict:
+    """User and system CPU seconds of the calling process."""
+    import resource
 
-    Streaming, as eoflow's ``sample`` stage does, so the client never holds every patch's samples
-    at once (its memory stays flat in the number of patches).
-    """
-
-    NAMES = ("X", "y", "tile", "row", "col", "xcoord", "ycoord")
-
-    def __init__(self, path: Path, attrs: dict):
-        import zarr
-
-        shutil.rmtree(path, ignore_errors=True)
-        self.root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        self.root.attrs.update(attrs)
-        self.n = 0
-
-    def append(self, part: dict, tile_index: int) -> None:
-        """Append one patch's rows."""
-        k = int(part["y"].shape[0])
-        part = {**part, "tile": np.full(k, tile_index, np.int32)}
-        for name in self.NAMES:
-            arr = np.asarray(part[name])
-            if name not in self.root:
-                self.root.create_array(name, shape=(0, *arr.shape[1:]), dtype=arr.dtype,
-                                       chunks=(65_536, *arr.shape[1:]))  # fmt: skip
-            z = self.root[name]
-            z.resize((self.n + k, *arr.shape[1:]))
-            z[self.n : self.n + k] = arr
-        self.n += k
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user": round(r.ru_utime, 2), "system": round(r.ru_stime, 2)}
 
 
 def _prepass(client, store: Path, tids: list[str], fcfg) -> dict:
@@ -164,7 +142,7 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     from eoflow.config import ClusterConfig
     from eoflow.cube.store import write_ledger, write_tile
     from eoflow.stages.features import tile_features
-    from eoflow.stages.sample import sample_dataset
+    from eoflow.stages.sample import SampleWriter, sample_dataset
 
     t_import = time.perf_counter() - t_start
     shutil.rmtree(out, ignore_errors=True)
@@ -173,47 +151,60 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     fcfg = features_config()
     tile_ids = [common.tile_id(k) for k in range(n)]
     batches = [tile_ids[b : b + BATCH] for b in range(0, n, BATCH)]
-    phases = {"cluster_start": 0.0, "build": 0.0, "compute": 0.0}
+    phases = {"cluster_start": 0.0, "build": 0.0, "compute": 0.0, "append": 0.0}
     frames_kept: dict[str, int] = {}
     t0 = time.perf_counter()
     cluster_cfg = ClusterConfig(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
     with connect(cluster_cfg, quiet=True) as client:
         phases["cluster_start"] = time.perf_counter() - t0
         with get_task_stream(client) as ts:
-            grid, writer = None, None
+            state: dict = {"grid": None, "writer": None}
             pending = _prepass(client, store, batches[0], fcfg)
-            for i, batch in enumerate(batches):
+            inflight: deque = deque()
+
+            def submit(i: int) -> None:
                 t1 = time.perf_counter()
                 graphs = []
-                for tid in batch:
+                for tid in batches[i]:
                     ds, fraction = pending.pop(tid)
                     keep = np.asarray(fraction.result()) > fcfg.min_valid_fraction
-                    if grid is None:
+                    if state["grid"] is None:
                         grid = common.grid_instants(ds["time"].values).astype("datetime64[ns]")
-                        writer = SamplesWriter(sstore, samples_attrs(tile_ids, grid))
-                    feats = tile_features(ds, keep, ds["LULC"], fcfg=fcfg, grid=grid)
+                        state["grid"] = grid
+                        state["writer"] = SampleWriter(sstore, samples_attrs(tile_ids, grid))
+                    feats = tile_features(ds, keep, ds["LULC"], fcfg=fcfg, grid=state["grid"])
                     frames_kept[tid] = int(keep.sum())
                     # the samples are gathered from the features in memory, in the same graph
                     graphs.append(write_tile(feats, fstore, tid, compute=False))
                     graphs.append(sample_dataset(feats, tid, fraction=common.SAMPLE_FRACTION,
                                                  exclude=list(common.SAMPLE_EXCLUDE),
                                                  seed=common.SAMPLE_SEED))  # fmt: skip
-                # one submission per batch (as eoflow's stage runner does), then the next batch's
-                # frame filter, which runs first (priority) while this batch computes
-                futures = client.compute(graphs)
+                # one graph per batch (as eoflow's stage runner), then the next batch's frame
+                # filter, which runs first (high priority) while this batch computes
+                inflight.append((batches[i], client.compute(graphs)))
                 if i + 1 < len(batches):
-                    pending = _prepass(client, store, batches[i + 1], fcfg)
+                    pending.update(_prepass(client, store, batches[i + 1], fcfg))
+                phases["build"] += time.perf_counter() - t1
+
+            submit(0)
+            for i in range(len(batches)):
+                if i + 1 < len(batches):
+                    submit(i + 1)  # queued behind batch i, as the stage runner does
                 t2 = time.perf_counter()
-                phases["build"] += t2 - t1
+                batch, futures = inflight.popleft()
                 for j, tid in enumerate(batch):  # in patch order: samples.zarr rows stay ordered
                     futures[2 * j].result()
                     write_ledger(fstore, tid, config_hash="vs_eolearn")
-                    writer.append(futures[2 * j + 1].result(), tile_ids.index(tid))
+                    part = futures[2 * j + 1].result()
+                    t3 = time.perf_counter()
+                    state["writer"].append(part, tile_ids.index(tid))
+                    phases["append"] += time.perf_counter() - t3
                     futures[2 * j].release()
                     futures[2 * j + 1].release()
                 phases["compute"] += time.perf_counter() - t2
-            n_samples = writer.n
+            n_samples = state["writer"].close()
         records = ts.data
+        cpu = {"workers": list(client.run(_cpu_seconds).values()), "main": _cpu_seconds()}
     stages, by_prefix = stage_seconds(records)
     info = {
         "system": "eoflow",
@@ -226,6 +217,7 @@ def run(store: Path, n: int, workers: int, out: Path, result: Path) -> dict:
         "stage_seconds": stages,
         "task_prefix_seconds": dict(sorted(by_prefix.items(), key=lambda kv: -kv[1])),
         "frames_kept": frames_kept,
+        "cpu_seconds": cpu,
         "n_samples": n_samples,
         "failed": 0,
     }

@@ -149,13 +149,13 @@ def profile(k: int = 0, repeats: int = 3, work: Path = common.WORK) -> dict:
         from eoflow.ops.fused import interpolate_features, recipes_for
 
         recipes = recipes_for(ds, ["NDVI", "NDWI", "NDBI"], list(common.SYNTHETIC_BANDS))
-        dsk = ds.isel(time=keep).chunk({"time": -1, "y": 512, "x": 512})
-        vkk = vk.chunk({"time": -1, "y": 512, "x": 512})
+        dsk = ds.chunk({"time": -1, "y": 512, "x": 512})
+        vkk = vda.chunk({"time": -1, "y": 512, "x": 512})
 
         def fused() -> object:
             import dask
 
-            feats, _ = interpolate_features(dsk, vkk, recipes, grid)
+            feats, _ = interpolate_features(dsk, vkk, recipes, grid, frames=keep)
             with dask.config.set(scheduler="sync"):
                 return dict(zip(feats, dask.compute(*[v.data for v in feats.values()])))
 
@@ -170,7 +170,44 @@ def profile(k: int = 0, repeats: int = 3, work: Path = common.WORK) -> dict:
     a = ops["interpolate_to_grid (1 feature)"]["best_s"]
     b = ops["reference time-major kernel (1 feature)"]["best_s"]
     res["interp_vs_reference"] = a / b
+    res["codecs"] = codecs(ds["NDVI"].values, ours.astype(np.float32))
     return res
+
+
+def codecs(frames: np.ndarray, interpolated: np.ndarray) -> list[dict]:
+    """Write and read time, and ratio, of Zarr v3 codecs on one input band and one output feature.
+
+    Each array is one chunk (as in the benchmark's stores); reads are the best of 3.
+    """
+    import shutil
+    import tempfile
+
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    cands = {
+        "zstd level 3 (zarr's default; eoflow's)": [ZstdCodec(level=3)],
+        "zstd level 1": [ZstdCodec(level=1)],
+        "blosc lz4 + byte shuffle": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+        "blosc zstd 1 + byte shuffle": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
+        "none": None,
+    }
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, arr in (("input band (68 frames)", frames), ("output feature", interpolated)):
+            for name, comp in cands.items():
+                path = Path(tmp) / "a.zarr"
+                shutil.rmtree(path, ignore_errors=True)
+                t0 = time.perf_counter()
+                z = zarr.create_array(str(path), shape=arr.shape, chunks=arr.shape,
+                                      dtype=arr.dtype, compressors=comp)  # fmt: skip
+                z[:] = arr
+                write = time.perf_counter() - t0
+                read = min(_timeit(lambda p=path: zarr.open_array(str(p), mode="r")[:], 3)[:2])
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                out.append({"array": label, "codec": name, "write_s": write, "read_s": read,
+                            "ratio": arr.nbytes / size, "mb": arr.nbytes / 1e6})  # fmt: skip
+    return out
 
 
 def _nd_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -21,15 +21,17 @@ NOTES = """\
   value is invented) into 500 x 500 px patches; patch *k* starts at offset `(37k mod 202,
   59k mod 200)`, so patches differ. The mirroring makes both systems' compression look better
   than on real scenes (the data repeat every 200 px).
-* **Synthetic bands**: NDWI and NDBI need B03/B08/B11, which the sample only has for 10 of the 68
+* **Synthetic bands**: the chain merges the six bands of eo-learn's land-cover example (B02,
+  B03, B04, B08, B11, B12; 9 feature channels with the three indices, as in issue 7's
+  measurement) and NDWI/NDBI need B03/B08/B11; the sample only has real bands for 10 of the 68
   dates. They are **synthetic**, a deterministic model of the real NDVI, the real cloud mask and
   the season (`benchmarks/vs_eolearn/common.py::synthetic_bands`, quantised to 1e-4), labelled
   `synthetic` in the cube attributes. NDVI is the real band (neither system recomputes it).
 * **Chain** (both): NDWI, NDBI -> IS_VALID = IS_DATA & ~CLM and VALID_COUNT -> merge of
-  NDVI, NDWI, NDBI, B03, B08, B11 -> drop frames with valid fraction <= 0.8 -> masked linear
-  interpolation onto 25 instants (2017-01-01 + 15 k days) -> erosion of each class ->
-  save features -> fraction sampling 0.25 of each class of the eroded labels, class 0 excluded
-  -> save samples.
+  NDVI, NDWI, NDBI, B02, B03, B04, B08, B11, B12 -> drop frames with valid fraction <= 0.8 ->
+  masked linear interpolation onto 25 instants (2017-01-01 + 15 k days) -> erosion of each
+  class -> save features -> fraction sampling 0.25 of each class of the eroded labels, class 0
+  excluded -> save samples.
 * **eo-learn 1.5.7** runs in its own venv (`benchmarks/.work/venv-eolearn`, with numba and
   scikit-learn, which it needs but does not declare) through `EOExecutor` (one process per
   worker; `workers=1` runs in the main process). Erosion is **`ErosionTask(disk_radius=3)`**: in
@@ -42,10 +44,15 @@ NOTES = """\
 * **Grid instants**: eo-learn labels its grid with midnight dates but evaluates it at the first
   acquisition's time of day (2017-01-01T10:00:08 + 15 k days). eoflow is evaluated at those same
   instants here (its own `regular_grid` is at midnight), so values are compared like for like.
-* **eoflow** runs `eoflow.stages.features.tile_features` (ops `masks`, `indices`, `temporal`,
-  `morphology`) and `eoflow.stages.sample.sample_tile` on a dask.distributed `LocalCluster`
-  (`eoflow.cluster.connect`, n workers x 1 thread, processes), 8 patches per batch, inputs and
-  outputs in Zarr v3 (eoflow's default codec: zstd). **Edge rule**: erosion uses `map_overlap`
+* **eoflow** runs `eoflow.stages.features.tile_features` (ops `masks`, `indices`, `fused`
+  (one numba pass per chunk for indices, validity and interpolation), `morphology`) and
+  `eoflow.stages.sample.sample_dataset` on a dask.distributed `LocalCluster`
+  (`eoflow.cluster.connect`, n workers x 1 thread, processes), 8 patches per batch submitted as
+  one graph, the next batch's frame filter running (at high priority) while a batch computes, as
+  eoflow's stage runner does. The samples are gathered from the features in memory, in the same
+  graph as their Zarr write (eoflow's pipeline runs the same function in its own `sample` stage
+  on `features.zarr`, so that stage can be re-run alone). Inputs and outputs in Zarr v3 (zstd,
+  chosen by measurement: see the codec table below). **Edge rule**: erosion uses `map_overlap`
   with depth = radius, so chunk edges never act as borders; the array edge is padded by
   replication, so (as with OpenCV) it never erodes a pixel by itself.
 * **Measurement**: each system runs as a fresh process tree (interpreter start, imports, cluster
@@ -238,9 +245,23 @@ def _profile_table(p: dict) -> list[str]:
             "",
             "`eoflow.ops.fused.interpolate_features` computes NDWI/NDBI, validity and the "
             "interpolation of all features in one pass per chunk (Dask, sync scheduler, "
-            "including its input stacking); its NDVI equals the separate path's to "
+            "reading the kept frames in place); its NDVI equals the separate path's to "
             f"{p['fused_vs_separate_max_abs_diff']:.1e}.",
         ]
+    if p.get("codecs"):
+        lines += [
+            "Zarr v3 codecs on this data (one chunk per array; read = best of 3; "
+            "`profile.codecs`):",
+            "",
+            "| array | codec | write (s) | read (s) | compression ratio |",
+            "|---|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {c['array']} ({c['mb']:.0f} MB) | {c['codec']} | {c['write_s']:.3f} | "
+            f"{c['read_s']:.3f} | {c['ratio']:.1f} |"
+            for c in p["codecs"]
+        ]
+        lines.append("")
     return lines
 
 

@@ -167,3 +167,60 @@ def test_fused_features_equal_separate_ops(s, chunk):
         ref = interpolate_to_grid(full[name].astype("float32"), v, GRID).values
         np.testing.assert_array_equal(feats[name].values, ref)
     np.testing.assert_array_equal(n_obs.values, valid.sum(axis=0)[None, :])
+
+
+@given(series(), st.integers(1, 4), st.randoms(), st.sampled_from([np.inf, np.nan]))
+def test_fused_features_on_chosen_frames_with_non_finite_values(s, chunk, rnd, bad):
+    """``frames=`` equals selecting the frames first; non-finite values take the general path."""
+    from eoflow.ops.fused import interpolate_features, recipes_for
+
+    times, vals, valid = s
+    dirty = vals.copy()
+    dirty[rnd.randrange(len(times)), rnd.randrange(vals.shape[1])] = bad
+    frames = np.array(sorted(rnd.sample(range(len(times)), rnd.randint(1, len(times)))))
+    a, v = _da(times, dirty, valid)
+    ds = xr.Dataset({"B03": a, "B08": a * 0.5 + 0.25, "NDVI": a}).chunk({"x": chunk})
+    vc = v.chunk({"x": chunk})
+    recipes = recipes_for(ds, ["NDVI", "NDWI"], ["B08"])
+    got, n_got = interpolate_features(ds, vc, recipes, GRID, frames=frames[::-1])
+    ref, n_ref = interpolate_features(ds.isel(time=frames), vc.isel(time=frames), recipes, GRID)
+    for name in ("NDVI", "NDWI", "B08"):
+        np.testing.assert_array_equal(got[name].values, ref[name].values)
+    np.testing.assert_array_equal(n_got.values, n_ref.values)
+    # the general path (non-finite values) equals the separate per-feature interpolation
+    ndvi = interpolate_to_grid(a.isel(time=frames), v.isel(time=frames), GRID).values
+    np.testing.assert_array_equal(got["NDVI"].values, ndvi)
+
+
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=8), st.integers(1, 32))
+def test_sample_writer_streams_whole_chunks_and_keeps_every_row(sizes, chunk_rows):
+    import tempfile
+    from pathlib import Path
+
+    from eoflow.stages.sample import SAMPLE_ARRAYS, SampleWriter, open_samples
+
+    rng = np.random.default_rng(len(sizes) * 100 + chunk_rows)
+    parts = [
+        {
+            "X": rng.random((k, 3, 2), dtype=np.float32),
+            "S": np.zeros((k, 0), np.float32),
+            "y": rng.integers(1, 5, k).astype(np.int32),
+            "row": np.arange(k, dtype=np.int32),
+            "col": np.arange(k, dtype=np.int32),
+            "xcoord": rng.random(k),
+            "ycoord": rng.random(k),
+        }
+        for k in sizes
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        w = SampleWriter(Path(tmp) / "s.zarr", {"a": 1}, chunk_rows=chunk_rows)
+        for i, part in enumerate(parts):
+            w.append(part, i)
+            assert w.n - w._written < chunk_rows  # never more than one chunk buffered
+        assert w.close() == sum(sizes)
+        got = open_samples(Path(tmp) / "s.zarr")
+    for name in SAMPLE_ARRAYS:
+        want = (np.concatenate([np.full(k, i, np.int32) for i, k in enumerate(sizes)])
+                if name == "tile" else np.concatenate([p[name] for p in parts]))  # fmt: skip
+        np.testing.assert_array_equal(got[name], want)
+    assert got["attrs"] == {"a": 1}

@@ -67,9 +67,7 @@ def tile_features(
     valid = valid_mask(ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes)
     out = {"VALID_COUNT": valid_count(valid)}
     kept = np.flatnonzero(keep)
-    interpolated, out["N_OBS"] = interpolate_features(
-        ds.isel(time=kept), valid.isel(time=kept), recipes, grid
-    )
+    interpolated, out["N_OBS"] = interpolate_features(ds, valid, recipes, grid, frames=kept)
     out.update(interpolated)
     for name in fcfg.static:
         if name not in ds:

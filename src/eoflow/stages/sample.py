@@ -25,7 +25,14 @@ from eoflow.stages.context import RunContext
 if TYPE_CHECKING:
     from dask.delayed import Delayed
 
-__all__ = ["SAMPLE_ARRAYS", "open_samples", "run_sample", "sample_dataset", "sample_tile"]
+__all__ = [
+    "SAMPLE_ARRAYS",
+    "SampleWriter",
+    "open_samples",
+    "run_sample",
+    "sample_dataset",
+    "sample_tile",
+]
 
 SAMPLE_ARRAYS = ("X", "S", "y", "tile", "row", "col", "xcoord", "ycoord")
 _CHUNK_ROWS = 65_536
@@ -118,28 +125,59 @@ def sample_tile(
     return lazy.compute(scheduler="sync")
 
 
-def _create(path: Path, first: dict, attrs: dict) -> None:
-    import zarr
+class SampleWriter:
+    """Append tiles' samples to a ``samples.zarr`` store (``docs/formats.md``) as they arrive.
 
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    for name in SAMPLE_ARRAYS:
-        arr = first[name] if name != "tile" else np.zeros(0, np.int32)
-        shape = (0, *arr.shape[1:])
-        root.create_array(name, shape=shape, dtype=arr.dtype, chunks=(_CHUNK_ROWS, *arr.shape[1:]))
-    root.attrs.update(attrs)
+    Rows are buffered and written as whole chunks of ``chunk_rows`` (never a read-modify-write of a
+    partial chunk), so memory holds at most one chunk plus one tile's part, however many tiles
+    come. Call :meth:`close` to write the last, partial chunk.
+    """
 
+    def __init__(self, path: Path, attrs: dict, *, chunk_rows: int = _CHUNK_ROWS):
+        import zarr
 
-def _append(path: Path, part: dict, tile_index: int) -> None:
-    import zarr
+        shutil.rmtree(path, ignore_errors=True)
+        self.root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.root.attrs.update(attrs)
+        self.chunk_rows = chunk_rows
+        self.n = 0  # rows appended
+        self._written = 0  # rows on disk
+        self._created = False
+        self._buf: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLE_ARRAYS}
 
-    root = zarr.open_group(str(path), mode="r+")
-    n = part["y"].shape[0]
-    part = {**part, "tile": np.full(n, tile_index, np.int32)}
-    for name in SAMPLE_ARRAYS:
-        arr = root[name]
-        start = arr.shape[0]
-        arr.resize((start + n, *arr.shape[1:]))
-        arr[start : start + n] = part[name]
+    def append(self, part: dict, tile_index: int) -> None:
+        """Append one tile's rows (a dict of :data:`SAMPLE_ARRAYS` but ``tile``)."""
+        k = int(part["y"].shape[0])
+        part = {**part, "tile": np.full(k, tile_index, np.int32)}
+        if not self._created:
+            self._created = True
+            for name in SAMPLE_ARRAYS:
+                arr = np.asarray(part[name])
+                self.root.create_array(name, shape=(0, *arr.shape[1:]), dtype=arr.dtype,
+                                       chunks=(self.chunk_rows, *arr.shape[1:]))  # fmt: skip
+        for name in SAMPLE_ARRAYS:
+            self._buf[name].append(np.asarray(part[name]))
+        self.n += k
+        if self.n - self._written >= self.chunk_rows:
+            self._flush(final=False)
+
+    def _flush(self, *, final: bool) -> None:
+        pending = self.n - self._written
+        rows = pending if final else pending - pending % self.chunk_rows
+        if rows == 0:
+            return
+        for name in SAMPLE_ARRAYS:
+            data = np.concatenate(self._buf[name])
+            z = self.root[name]
+            z.resize((self._written + rows, *z.shape[1:]))
+            z[self._written : self._written + rows] = data[:rows]
+            self._buf[name] = [data[rows:]]
+        self._written += rows
+
+    def close(self) -> int:
+        """Write what is buffered; returns the number of rows."""
+        self._flush(final=True)
+        return self.n
 
 
 def open_samples(path: str | Path) -> dict:
@@ -187,7 +225,7 @@ def run_sample(ctx: RunContext) -> Path:
         "classes": classes.to_json(),
         "sampling": s.model_dump(),
     }
-    created = False
+    writer = None
     from tqdm.auto import tqdm
 
     # A sliding window of ``2 x batch_tiles`` tiles in flight, appended in tile order and released
@@ -208,13 +246,13 @@ def run_sample(ctx: RunContext) -> Path:
         finally:
             fut.release()
             bar.update()
-        if not created:
-            _create(path, part, attrs)
-            created = True
-        _append(path, part, i)
+        if writer is None:
+            writer = SampleWriter(path, attrs)
+        writer.append(part, i)
     bar.close()
-    if not created:
+    if writer is None:
         raise DataError("sampling failed on every tile", "see tiles.json")
+    writer.close()
     counts = np.unique(open_samples(path)["y"], return_counts=True)
     write_ledger(path, "all", config_hash=ctx.chash,
                  extra={"per_class": {int(k): int(v) for k, v in zip(*counts)}})  # fmt: skip
