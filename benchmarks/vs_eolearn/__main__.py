@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the 1-patch run (median)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per system run")
     ap.add_argument("--keep-outputs", action="store_true", help="keep both systems' outputs")
+    ap.add_argument("--eolearn-jemalloc", type=_sizes, default=[1, 16],
+                    help="sizes at which eo-learn also runs with jemalloc preloaded (default 1,16;"
+                         " 0 for none)")  # fmt: skip
     ap.add_argument("--results", type=Path, action="append", default=None,
                     help="report: these JSON-lines files (repeatable; default: the newest)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results
     if args.command in ("run", "all"):
         results = runner.run(args.sizes, repeats=args.repeats, timeout=args.timeout,
-                             keep_outputs=args.keep_outputs)  # fmt: skip
+                             keep_outputs=args.keep_outputs,
+                             jemalloc_sizes=tuple(args.eolearn_jemalloc))  # fmt: skip
     if args.command in ("report", "all"):
         report.report(results)
     return 0

@@ -47,9 +47,10 @@ NOTES = """\
 * **eoflow** runs `eoflow.stages.features.tile_features` (ops `masks`, `indices`, `fused`
   (one numba pass per chunk for indices, validity and interpolation), `morphology`) and
   `eoflow.stages.sample.sample_dataset` on a dask.distributed `LocalCluster`
-  (`eoflow.cluster.connect`, n workers x 1 thread, processes), 8 patches per batch submitted as
-  one graph, the next batch's frame filter running (at high priority) while a batch computes, as
-  eoflow's stage runner does. The samples are gathered from the features in memory, in the same
+  (`eoflow.cluster.connect`, n workers x 1 thread, processes, **jemalloc** as the workers'
+  allocator: `cluster.allocator: auto`, see the allocator note below), 8 patches per batch
+  submitted as one graph, two batches in flight, the next batch's frame filter running (at high
+  priority) while a batch computes, as eoflow's stage runner does. The samples are gathered from the features in memory, in the same
   graph as their Zarr write (eoflow's pipeline runs the same function in its own `sample` stage
   on `features.zarr`, so that stage can be re-run alone). Inputs and outputs in Zarr v3 (zstd,
   chosen by measurement: see the codec table below). **Edge rule**: erosion uses `map_overlap`
@@ -71,10 +72,16 @@ NOTES = """\
   counts differ by one where `0.25 * n` ends in .5 with an even integer part (eo-learn rounds
   half to even, eoflow half up); eo-learn draws the sampled pixels at random (seeded per patch
   here), eoflow with its counter-based hash, so the pixels differ, the counts do not.
-* **Duration** (quiet 2-core machine, estimated from these runs and issue 7's figures): prepare
-  about 10 s per patch (eo-learn writes gzip'd npy; inputs are reused by later runs), run with
-  `--sizes 1,16` about 10 minutes, with `1,16,64` about 35 minutes, eo-learn's 64-patch run being
-  about 20 of them. Use `--sizes 1,16` when that is too long.
+* **Allocator**: with glibc every array above 32 MB (a 68-date band chunk is 68 MB) gets fresh
+  pages from the kernel, one page fault per 4 KiB; on this VM that made system time as large as
+  the computation (reading one patch: 4.4 s of system time for 6 reads with glibc, 1.3-1.5 s with
+  jemalloc; 0.3 s instead of 0.5-1.5 s per read). eoflow's local workers therefore load jemalloc
+  when it is installed (`make` installs `libjemalloc2`). eo-learn runs with the system allocator,
+  as its users get it; the 1-patch "eo-learn + jemalloc" row (`--eolearn-jemalloc`) shows what
+  the same trick would give it.
+* **Duration** (quiet 2-core machine): prepare about 1 s per patch once (inputs are reused by
+  later runs), run with `--sizes 1,16` about 5 minutes, with `1,16,64` about 15 minutes, most of it
+  eo-learn. Use `--sizes 1,16` when that is too long.
 """
 
 
@@ -108,7 +115,7 @@ def summarise(runs: list[dict]) -> dict[int, dict[str, dict]]:
     out: dict[int, dict[str, dict]] = {}
     for n in sorted({r["patches"] for r in runs}):
         out[n] = {}
-        for system in ("eo-learn", "eoflow"):
+        for system in ("eo-learn", "eoflow", "eo-learn+jemalloc"):
             rs = [r for r in runs if r["patches"] == n and r["system"] == system and r["ok"]]
             if not rs:
                 continue
@@ -331,6 +338,24 @@ def render(paths: list[Path], records: list[dict]) -> str:
             f"| {el['peak_tree_gib']:.2f} / {ef['peak_tree_gib']:.2f} "
             f"| {el['peak_proc_gib']:.2f} / {ef['peak_proc_gib']:.2f} |"
         )
+    jm = {n: s for n, s in summary.items() if s.get("eo-learn+jemalloc") and s.get("eoflow")}
+    if jm:
+        lines += [
+            "",
+            "eo-learn with jemalloc preloaded (as eoflow's workers; not how its users run it): "
+            "how much of the gap is the allocator.",
+            "",
+            "| patches | wall eo-learn (s) | wall eo-learn + jemalloc (s) | wall eoflow (s) "
+            "| eoflow speed-up over eo-learn + jemalloc | largest process eo-learn + jemalloc (GiB) |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, s in jm.items():
+            el, ej, ef = s.get("eo-learn"), s["eo-learn+jemalloc"], s["eoflow"]
+            lines.append(
+                f"| {n} | {el['wall_s'] if el else float('nan'):.1f} | {ej['wall_s']:.1f} "
+                f"| {ef['wall_s']:.1f} | {ef['mpx_s_core'] / ej['mpx_s_core']:.1f}x "
+                f"| {ej['peak_proc_gib']:.2f} |"
+            )
     lines += ["", "## Per size", ""]
     for n, s in summary.items():
         lines += _size_table(n, s)

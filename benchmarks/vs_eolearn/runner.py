@@ -25,6 +25,8 @@ from benchmarks.vs_eolearn.measure import measure
 from benchmarks.vs_eolearn.venv import EOLEARN_VERSION, eolearn_python, eolearn_versions
 
 SYSTEMS = ("eo-learn", "eoflow")
+JEMALLOC = "eo-learn+jemalloc"
+"""eo-learn with jemalloc preloaded, as eoflow's workers: what the allocator alone gives it."""
 
 
 def workers_for(n: int) -> int:
@@ -101,8 +103,22 @@ def context(sizes: list[int], work: Path = common.WORK) -> dict:
     }
 
 
+def _env(system: str) -> dict:
+    env = common.thread_env()
+    if system == JEMALLOC:
+        from eoflow.cluster import find_jemalloc
+
+        path = find_jemalloc()
+        if path is None:
+            raise SystemExit(
+                "--eolearn-jemalloc needs libjemalloc.so.2 (apt-get install libjemalloc2)"
+            )
+        env.update(LD_PRELOAD=path, MALLOC_CONF="dirty_decay_ms:1000,muzzy_decay_ms:0")
+    return env
+
+
 def _command(system: str, n: int, workers: int, out: Path, result: Path, work: Path) -> list[str]:
-    if system == "eo-learn":
+    if system.startswith("eo-learn"):
         return [str(eolearn_python(work)), "-m", "benchmarks.vs_eolearn.eolearn_chain", "run",
                 "--inputs", str(work / "inputs" / "eopatches"), "--n", str(n),
                 "--workers", str(workers), "--out", str(out), "--result", str(result)]  # fmt: skip
@@ -114,14 +130,16 @@ def _command(system: str, n: int, workers: int, out: Path, result: Path, work: P
 def run_one(system: str, n: int, rep: int, work: Path, timeout: float | None) -> dict:
     """Run one system once on ``n`` patches and return its measurement record."""
     workers = workers_for(n)
-    tag = f"{'eolearn' if system == 'eo-learn' else 'eoflow'}-{n}-{rep}"
+    tag = {"eo-learn": "eolearn", JEMALLOC: "eolearn-jemalloc"}.get(
+        system, "eoflow"
+    ) + f"-{n}-{rep}"
     out, result = work / "out" / tag, work / "out" / f"{tag}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
     result.unlink(missing_ok=True)
     cmd = _command(system, n, workers, out, result, work)
     print(f"run: {system:8s} {n:3d} patch(es), {workers} worker(s), repeat {rep} ...",
           end="", file=sys.stderr, flush=True)  # fmt: skip
-    m = measure(cmd, cwd=common.ROOT, env=common.thread_env(), log=work / "out" / f"{tag}.log",
+    m = measure(cmd, cwd=common.ROOT, env=_env(system), log=work / "out" / f"{tag}.log",
                 timeout=timeout)  # fmt: skip
     inner = json.loads(result.read_text()) if result.exists() else {}
     rec = {
@@ -201,6 +219,7 @@ def run(
     work: Path = common.WORK,
     timeout: float | None = 3600,
     keep_outputs: bool = False,
+    jemalloc_sizes: tuple[int, ...] = (1, 16),
 ) -> Path:
     """Run the whole protocol; return the JSON-lines file."""
     from benchmarks.vs_eolearn.venv import ensure_eolearn_venv
@@ -231,6 +250,9 @@ def run(
                 emit(
                     run_checks(n, Path(recs["eo-learn"]["out"]), Path(recs["eoflow"]["out"]), work)
                 )
+            if n in jemalloc_sizes:  # after the pair, so it never sits between them
+                recs[JEMALLOC] = run_one(JEMALLOC, n, rep, work, timeout)
+                emit(recs[JEMALLOC])
             if not keep_outputs:
                 for r in recs.values():
                     shutil.rmtree(r["out"], ignore_errors=True)
