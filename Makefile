@@ -12,7 +12,7 @@ OUT ?= runs/demo
 setup: sysdeps $(STAMP)
 
 # System libraries (installed when missing, as root): SpatiaLite for spatial SQL over GeoPackages;
-# jemalloc for the local Dask workers (cluster.allocator: fewer page faults on large chunks).
+# jemalloc for `cluster.allocator: jemalloc` (optional: local workers preload it).
 sysdeps:
 	@missing=""; \
 	ls /usr/lib/*/mod_spatialite.so >/dev/null 2>&1 || missing="$$missing libsqlite3-mod-spatialite"; \

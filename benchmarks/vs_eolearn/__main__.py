@@ -37,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the 1-patch run (median)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per system run")
     ap.add_argument("--keep-outputs", action="store_true", help="keep both systems' outputs")
-    ap.add_argument("--eolearn-jemalloc", type=_sizes, default=[1, 16],
-                    help="sizes at which eo-learn also runs with jemalloc preloaded (default 1,16;"
-                         " 0 for none)")  # fmt: skip
+    ap.add_argument("--eolearn-jemalloc", type=_sizes, default=[],
+                    help="sizes at which eo-learn also runs with jemalloc preloaded (default none)")  # fmt: skip
     ap.add_argument("--results", type=Path, action="append", default=None,
                     help="report: these JSON-lines files (repeatable; default: the newest)")  # fmt: skip
     args = ap.parse_args(argv)

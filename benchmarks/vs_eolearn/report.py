@@ -47,10 +47,9 @@ NOTES = """\
 * **eoflow** runs `eoflow.stages.features.tile_features` (ops `masks`, `indices`, `fused`
   (one numba pass per chunk for indices, validity and interpolation), `morphology`) and
   `eoflow.stages.sample.sample_dataset` on a dask.distributed `LocalCluster`
-  (`eoflow.cluster.connect`, n workers x 1 thread, processes, **jemalloc** as the workers'
-  allocator: `cluster.allocator: auto`, see the allocator note below), 8 patches per batch
-  submitted as one graph, two batches in flight, the next batch's frame filter running (at high
-  priority) while a batch computes, as eoflow's stage runner does. The samples are gathered from the features in memory, in the same
+  (`eoflow.cluster.connect`, n workers x 1 thread, processes, the system allocator), 8 patches
+  per batch submitted as one graph, the next batch's frame filter running (at high priority)
+  while a batch computes, as eoflow's stage runner does. The samples are gathered from the features in memory, in the same
   graph as their Zarr write (eoflow's pipeline runs the same function in its own `sample` stage
   on `features.zarr`, so that stage can be re-run alone). Inputs and outputs in Zarr v3 (zstd,
   chosen by measurement: see the codec table below). **Edge rule**: erosion uses `map_overlap`
@@ -72,13 +71,16 @@ NOTES = """\
   counts differ by one where `0.25 * n` ends in .5 with an even integer part (eo-learn rounds
   half to even, eoflow half up); eo-learn draws the sampled pixels at random (seeded per patch
   here), eoflow with its counter-based hash, so the pixels differ, the counts do not.
-* **Allocator**: with glibc every array above 32 MB (a 68-date band chunk is 68 MB) gets fresh
-  pages from the kernel, one page fault per 4 KiB; on this VM that made system time as large as
-  the computation (reading one patch: 4.4 s of system time for 6 reads with glibc, 1.3-1.5 s with
-  jemalloc; 0.3 s instead of 0.5-1.5 s per read). eoflow's local workers therefore load jemalloc
-  when it is installed (`make` installs `libjemalloc2`). eo-learn runs with the system allocator,
-  as its users get it; the 1-patch "eo-learn + jemalloc" row (`--eolearn-jemalloc`) shows what
-  the same trick would give it.
+* **Allocator** (measured, not adopted): with glibc every array above 32 MB (a 68-date band
+  chunk is 68 MB) gets fresh pages from the kernel, one page fault per 4 KiB. Reading one patch
+  6 times took 4.4 s of system time with glibc and 1.3-1.5 s with jemalloc preloaded (0.3 s
+  instead of 0.5-1.5 s per read). On the whole 16-patch chain, two pairs of runs gave 34.6/38.2 s
+  with jemalloc against 37.4/34.8 s with glibc (no measurable gain) for 0.1-0.2 GiB more per
+  worker, so eoflow keeps the system allocator by default (`cluster.allocator: jemalloc` is
+  there for machines where page faults cost more). Queuing the next batch behind the current one
+  (`eoflow_chain --inflight-batches 2`) was no faster on 2 cores and raised the worker peak from
+  about 1.1-1.3 to 1.6 GiB, so the stage runner keeps one batch in flight. `--eolearn-jemalloc
+  1,16` adds eo-learn runs with jemalloc preloaded.
 * **Duration** (quiet 2-core machine): prepare about 1 s per patch once (inputs are reused by
   later runs), run with `--sizes 1,16` about 5 minutes, with `1,16,64` about 15 minutes, most of it
   eo-learn. Use `--sizes 1,16` when that is too long.

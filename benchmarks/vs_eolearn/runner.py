@@ -219,7 +219,7 @@ def run(
     work: Path = common.WORK,
     timeout: float | None = 3600,
     keep_outputs: bool = False,
-    jemalloc_sizes: tuple[int, ...] = (1, 16),
+    jemalloc_sizes: tuple[int, ...] = (),
 ) -> Path:
     """Run the whole protocol; return the JSON-lines file."""
     from benchmarks.vs_eolearn.venv import ensure_eolearn_venv

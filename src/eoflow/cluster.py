@@ -13,6 +13,8 @@ from eoflow.errors import ClusterError
 
 __all__ = ["connect", "dashboard_link", "find_jemalloc"]
 
+_JEMALLOC_CONF = "dirty_decay_ms:1000,muzzy_decay_ms:0"
+"""Freed pages go back to the OS after about a second (memory stays bounded between tiles)."""
 _LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
              "/usr/local/lib")  # fmt: skip
 
@@ -37,19 +39,18 @@ def find_jemalloc() -> str | None:
 
 def _worker_env(cfg: ClusterConfig) -> dict[str, str]:
     """Environment for local worker processes, set before they start (the allocator)."""
-    if not cfg.processes or cfg.allocator == "system" or sys.platform != "linux":
+    if not cfg.processes or cfg.allocator == "system":
         return {}
     path = find_jemalloc()
-    if path is None:
-        if cfg.allocator == "jemalloc":
-            raise ClusterError(
-                "cluster.allocator is 'jemalloc' but libjemalloc.so.2 is not installed",
-                "install it (apt-get install libjemalloc2) or set cluster.allocator: system",
-            )
-        return {}
-    # glibc gives every chunk buffer above 32 MB fresh pages from the OS (a page fault per 4 KiB);
-    # jemalloc keeps freed buffers and reuses them, and returns idle memory within a second.
-    return {"LD_PRELOAD": path, "MALLOC_CONF": "dirty_decay_ms:1000,muzzy_decay_ms:0"}
+    if path is None or sys.platform != "linux":
+        raise ClusterError(
+            "cluster.allocator is 'jemalloc' but libjemalloc.so.2 is not installed",
+            "install it (apt-get install libjemalloc2) or set cluster.allocator: system",
+        )
+    # glibc gives every buffer above 32 MB fresh pages from the OS (a page fault per 4 KiB);
+    # jemalloc keeps freed buffers for reuse and returns idle memory within about a second.
+    conf = os.environ.get("MALLOC_CONF") or _JEMALLOC_CONF  # a user's own setting wins
+    return {"LD_PRELOAD": path, "MALLOC_CONF": conf}
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,15 +30,10 @@ def run_tiles(
 
     A tile whose ledger entry matches the config hash is skipped (``--resume`` and re-runs write
     nothing); ``key`` replaces the config hash when outputs also depend on another input (the
-    model). Tiles go to the scheduler in batches of ``cluster.batch_tiles``, each batch as one
-    graph (one future per tile), so the scheduler queues a batch's root tasks together and a
-    worker finishes writing blocks before it reads many more. Two batches are in flight: while
-    batch ``b`` computes, batch ``b + 1`` is already built and queued behind it (lower priority),
-    so the workers never wait for the client. ``prepare(batch)`` runs before a batch's graphs are
-    built: for the first batch first, for each later one right after the previous batch is
-    submitted, so that a pre-pass it submits (e.g. the frame filter, at high priority) runs while
-    earlier batches compute. A failing tile is marked failed, its partial group removed, and the
-    others go on.
+    model). ``prepare(batch)`` runs before a batch's graphs are built: for the first batch first,
+    for each later one right after the previous batch is submitted, so that a pre-pass it submits
+    (e.g. the frame filter, at high priority) runs while the previous batch computes. A failing
+    tile is marked failed, its partial group removed, and the others go on.
 
     Returns
     -------
@@ -60,11 +54,11 @@ def run_tiles(
     ctx.changed = True
     bar = tqdm(total=len(todo), desc=f"eoflow {stage}", unit="tile", disable=ctx.quiet, leave=False)
     batches = list(ctx.batches(todo))
-    inflight: deque[dict] = deque()
-
-    def submit(i: int) -> None:
+    if prepare is not None:
+        prepare(batches[0])
+    for i, batch in enumerate(batches):
         graphs, built = [], []
-        for tile in batches[i]:
+        for tile in batch:
             if ctx.status.get(tile.tile_id, {}).get("state") == "failed":
                 bar.update()
                 continue
@@ -74,17 +68,12 @@ def run_tiles(
             except Exception as exc:
                 ctx.mark_failed(tile, stage, exc)
                 bar.update()
-        inflight.append(dict(zip(ctx.client.compute(graphs), built, strict=True)) if graphs else {})
+        # One submission per batch (one future per tile): the scheduler orders and queues the
+        # batch's chunks as one graph, so a worker finishes writing a block before it generates
+        # or reads many more (memory stays flat as batches grow), and a tile still fails alone.
+        futures = dict(zip(ctx.client.compute(graphs), built, strict=True)) if graphs else {}
         if prepare is not None and i + 1 < len(batches):
             prepare(batches[i + 1])  # the next batch's small pre-pass overlaps this batch
-
-    if prepare is not None:
-        prepare(batches[0])
-    submit(0)
-    for i in range(len(batches)):
-        if i + 1 < len(batches):
-            submit(i + 1)  # queued behind batch i: the workers go on to it without a pause
-        futures = inflight.popleft()
         for fut in as_completed(list(futures)):
             tile = futures[fut]
             try:
@@ -96,8 +85,6 @@ def run_tiles(
             except Exception as exc:
                 shutil.rmtree(Path(store) / tile.tile_id, ignore_errors=True)
                 ctx.mark_failed(tile, stage, exc)
-            finally:
-                fut.release()
             bar.update()
     bar.close()
     for tile in tiles:  # late writes of failed tiles' tasks: never leave their chunks behind
