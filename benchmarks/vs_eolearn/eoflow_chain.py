@@ -59,7 +59,7 @@ STAGE_PRIORITY = (
     ),
     ("indices", ("normalized_difference", "_nd")),
     ("erosion", ("erode_labels", "overlap", "trim")),
-    ("sampling", ("sample_tile", "pick", "gather_block", "assemble", "finish")),
+    ("sampling", ("sample_tile", "sample_pixels", "gather_block", "assemble", "finish")),
     ("filter", ("truediv", "maximum")),
     ("masks", ("eq", "ne", "and_", "sum", "any", "astype", "aggregate")),
     ("merge", ("stack", "rechunk")),
@@ -114,11 +114,6 @@ def _cpu_seconds() -> dict:
 
     r = resource.getrusage(resource.RUSAGE_SELF)
     return {"user": round(r.ru_utime, 2), "system": round(r.ru_stime, 2), "minflt": r.ru_minflt}
-
-
-def _incoming_bytes(dask_worker) -> int:
-    """Bytes this worker fetched from other workers (its transfer log, 1000 entries kept)."""
-    return int(sum(t["total"] for t in dask_worker.transfer_incoming_log))
 
 
 def _incoming_by_prefix(dask_worker) -> dict:
@@ -232,7 +227,6 @@ def run(
             n_samples = state["writer"].close()
         records = ts.data
         cpu = {"workers": list(client.run(_cpu_seconds).values()), "main": _cpu_seconds()}
-        transfer_bytes = sum(client.run(_incoming_bytes).values())
         transfer_by_prefix: dict[str, int] = {}
         for log in client.run(_incoming_by_prefix).values():
             for k, v in log.items():
@@ -257,7 +251,7 @@ def run(
         "frames_kept": frames_kept,
         "cpu_seconds": cpu,
         "transfer_seconds": transfer,
-        "transfer_bytes": transfer_bytes,
+        "transfer_bytes": sum(transfer_by_prefix.values()),
         "transfer_bytes_by_prefix": transfer_by_prefix,
         "n_samples": n_samples,
         "failed": 0,

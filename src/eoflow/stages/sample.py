@@ -38,10 +38,6 @@ SAMPLE_ARRAYS = ("X", "S", "y", "tile", "row", "col", "xcoord", "ycoord")
 _CHUNK_ROWS = 65_536
 
 
-def _pick(labels: np.ndarray, **kw) -> tuple[np.ndarray, np.ndarray]:
-    return sample_pixels(np.asarray(labels), **kw)
-
-
 def _gather_block(block: np.ndarray, pick: tuple, y0: int, x0: int) -> tuple:
     """Values of the sampled pixels that fall in one ``(..., y, x)`` block, and their positions."""
     rows, cols = pick
@@ -106,7 +102,7 @@ def sample_dataset(
 
     feats, static = list(ds.attrs["features"]), list(ds.attrs.get("static_features", []))
     labels = lazy("LULC_ERODED")
-    pick = dask.delayed(_pick, pure=True)(
+    pick = dask.delayed(sample_pixels, pure=True)(
         labels, fraction=fraction, exclude=list(exclude), seed=seed, tile_id=tile_id
     )
     return dask.delayed(_finish, pure=True)(
