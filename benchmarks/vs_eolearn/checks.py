@@ -51,8 +51,10 @@ def _eq_nan(a: np.ndarray, b: np.ndarray) -> tuple[bool, int]:
 
 
 def check_inputs(k: int, work: Path = common.WORK) -> dict:
-    """EOPatch arrays == eoflow cube arrays for patch ``k``."""
+    """EOPatch arrays == eoflow cube arrays for patch ``k`` (eoflow's uint16 bands as reflectance)."""
     import xarray as xr
+
+    from eoflow.ops.fused import reflectance
 
     ep = work / "inputs" / "eopatches" / common.tile_id(k)
     ds = xr.open_zarr(work / "inputs" / "cubes.zarr", group=common.tile_id(k), consolidated=False)
@@ -63,13 +65,13 @@ def check_inputs(k: int, work: Path = common.WORK) -> dict:
         "IS_DATA": (_feature(ep, "mask", "IS_DATA")[..., 0], ds["IS_DATA"].values),
         "LULC": (_feature(ep, "mask_timeless", "LULC")[..., 0], ds["LULC"].values),
     }
-    for i, b in enumerate(common.SYNTHETIC_BANDS):
-        pairs[b] = (bands[..., i], ds[b].values)
+    for i, b in enumerate(common.SYNTHETIC_BANDS):  # eoflow: uint16 DN, read as the kernel does
+        pairs[b] = (bands[..., i], reflectance(ds[b]).values)
     out = {}
     for name, (a, b) in pairs.items():
         ok, n_bad = _eq_nan(a, b) if a.shape == b.shape else (False, -1)
         out[name] = {"equal": ok, "n_diff": n_bad, "dtype_eolearn": str(a.dtype),
-                     "dtype_eoflow": str(b.dtype)}  # fmt: skip
+                     "dtype_eoflow": str(ds[name].dtype)}  # fmt: skip
     return {"ok": all(v["equal"] for v in out.values()), "arrays": out}
 
 
@@ -77,6 +79,7 @@ def check_indices(k: int, work: Path = common.WORK) -> dict:
     """eo-learn's NDWI/NDBI (computed in its venv) == eoflow's for patch ``k``."""
     import xarray as xr
 
+    from eoflow.ops.fused import reflectance
     from eoflow.ops.indices import INDEX_BANDS, normalized_difference
 
     tmp = work / "checks" / f"indices-{common.tile_id(k)}"
@@ -87,7 +90,7 @@ def check_indices(k: int, work: Path = common.WORK) -> dict:
     out = {}
     for name in ("NDWI", "NDBI"):
         a_name, b_name = INDEX_BANDS[name]
-        ours = normalized_difference(ds[a_name], ds[b_name]).values
+        ours = normalized_difference(reflectance(ds[a_name]), reflectance(ds[b_name])).values
         theirs = np.load(tmp / f"{name}.npy")
         ok, n_bad = _eq_nan(theirs, ours)
         diff = np.nanmax(np.abs(theirs.astype(np.float64) - ours)) if theirs.size else 0.0

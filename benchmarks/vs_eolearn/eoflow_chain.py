@@ -109,11 +109,12 @@ def features_config():
 
 
 def _cpu_seconds() -> dict:
-    """User and system CPU seconds of the calling process."""
+    """User and system CPU seconds, minor page faults and peak RSS of the calling process."""
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return {"user": round(r.ru_utime, 2), "system": round(r.ru_stime, 2), "minflt": r.ru_minflt}
+    return {"user": round(r.ru_utime, 2), "system": round(r.ru_stime, 2), "minflt": r.ru_minflt,
+            "maxrss_mib": round(r.ru_maxrss / 1024)}  # fmt: skip
 
 
 def _incoming_by_prefix(dask_worker) -> dict:
@@ -149,7 +150,7 @@ def run(
     workers: int,
     out: Path,
     result: Path,
-    allocator: str = "system",
+    allocator: str | None = None,
     inflight_batches: int = 1,
 ) -> dict:
     """Run the chain on patches ``0..n-1`` with ``workers`` single-threaded Dask workers."""
@@ -172,8 +173,9 @@ def run(
     phases = {"cluster_start": 0.0, "build": 0.0, "compute": 0.0, "append": 0.0}
     frames_kept: dict[str, int] = {}
     t0 = time.perf_counter()
+    alloc = {} if allocator is None else {"allocator": allocator}  # None: eoflow's default
     cluster_cfg = ClusterConfig(
-        n_workers=workers, threads_per_worker=1, dashboard_address=":0", allocator=allocator
+        n_workers=workers, threads_per_worker=1, dashboard_address=":0", **alloc
     )
     with connect(cluster_cfg, quiet=True) as client:
         phases["cluster_start"] = time.perf_counter() - t0
@@ -282,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--result", type=Path, required=True)
     ap.add_argument(
         "--allocator",
-        default="system",
-        choices=("system", "jemalloc"),
-        help="cluster.allocator of the workers (default: eoflow's default, system)",
+        default=None,
+        choices=("system", "retain", "jemalloc"),
+        help="cluster.allocator of the workers (default: eoflow's default, retain)",
     )
     ap.add_argument("--inflight-batches", type=int, default=1, choices=(1, 2),
                     help="1 (eoflow's stage runner) or 2 (next batch queued behind; measured: "

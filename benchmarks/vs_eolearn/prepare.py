@@ -5,9 +5,11 @@
    rasterised from the real ``LULC.gpkg`` onto that grid (checked against the sample's truth
    raster), the acquisition times and the six synthetic bands (see
    :func:`benchmarks.vs_eolearn.common.synthetic_bands`).
-2. ``inputs/cubes.zarr``: one eoflow cube per patch (``make_cube`` + ``write_tile``; NDVI and the
-   synthetic bands float32, CLM/IS_DATA uint8 on ``time, y, x``, LULC uint16 on ``y, x``; chunks 68 x 512 x 512,
-   i.e. one spatial chunk per 500 px patch, as eoflow's default ``grid.chunk_px``).
+2. ``inputs/cubes.zarr``: one eoflow cube per patch (``make_cube`` + ``write_tile``; NDVI float32,
+   the synthetic bands as uint16 digital numbers with ``scale`` 1e-4 -- Sentinel-2's native
+   storage and eoflow's cube model; ``DN / 10000`` is eo-learn's float32 value bit for bit --,
+   CLM/IS_DATA uint8 on ``time, y, x``, LULC uint16 on ``y, x``; chunks 68 x 512 x 512, i.e. one
+   spatial chunk per 500 px patch, as eoflow's default ``grid.chunk_px``).
 3. ``inputs/eopatches/pNNN``: the same arrays as eo-learn EOPatches (written by eo-learn itself in
    its own venv: ``data/NDVI``, ``data/BANDS`` = B02,B03,B04,B08,B11,B12, ``mask/CLM``, ``mask/IS_DATA``,
    ``mask_timeless/LULC``, uncompressed as eo-learn saves by default).
@@ -29,6 +31,8 @@ from benchmarks.vs_eolearn import common
 from benchmarks.vs_eolearn.venv import eolearn_python
 
 SAMPLE = common.ROOT / "data" / "sample"
+INPUT_VERSION = "vs_eolearn-input-dn"
+"""Ledger tag of the eoflow inputs (bands as uint16 DN); other tags are rebuilt."""
 SHARED = common.ROOT.parent / "shared" / "data" / "eolearn-example"
 
 
@@ -127,6 +131,11 @@ def write_eoflow_cubes(n: int, work: Path = common.WORK) -> Path:
     from eoflow.geo.tiles import Tile
 
     store = work / "inputs" / "cubes.zarr"
+    entry = read_ledger(store, common.tile_id(0))
+    if entry is not None and entry.get("config_hash") != INPUT_VERSION:
+        # written by an older recipe (float32 bands): rebuild, ledger included
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(store.parent / "ledger" / store.stem, ignore_errors=True)
     base = common.load_base(work)
     base.pop("transform", None)
     base.pop("source", None)
@@ -138,17 +147,19 @@ def write_eoflow_cubes(n: int, work: Path = common.WORK) -> Path:
         p = common.make_patch(base, k)
         tile = Tile(tid, f"EPSG:{common.CRS_EPSG}", common.tile_transform(k), common.PATCH_PX,
                     common.PATCH_PX)  # fmt: skip
-        variables = {name: p[name] for name in ("NDVI", *common.SYNTHETIC_BANDS, "CLM", "IS_DATA")}
+        variables = {name: p[name] for name in ("NDVI", "CLM", "IS_DATA")}
+        for b in common.SYNTHETIC_BANDS:  # exact: the float32 values are DN / 10000
+            variables[b] = np.round(p[b].astype(np.float64) * 1e4).astype(np.uint16)
         variables["LULC"] = p["LULC"]
         attrs = {
-            b: {"synthetic": "yes (benchmarks/vs_eolearn/common.py)"}
+            b: {"synthetic": "yes (benchmarks/vs_eolearn/common.py)", "scale": 1e-4, "offset": 0.0}
             for b in common.SYNTHETIC_BANDS
         }
         ds = make_cube(variables, tile=tile, time=times, attrs=attrs)
         validate_cube(ds)
         ds = ds.chunk({"time": -1, "y": 512, "x": 512})
         write_tile(ds, store, tid)
-        write_ledger(store, tid, config_hash="vs_eolearn-input")
+        write_ledger(store, tid, config_hash=INPUT_VERSION)
     return store
 
 

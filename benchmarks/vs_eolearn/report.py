@@ -27,6 +27,11 @@ NOTES = """\
   dates. They are **synthetic**, a deterministic model of the real NDVI, the real cloud mask and
   the season (`benchmarks/vs_eolearn/common.py::synthetic_bands`, quantised to 1e-4), labelled
   `synthetic` in the cube attributes. NDVI is the real band (neither system recomputes it).
+  Each system gets the bands in its own storage: eo-learn float32 reflectance (as its
+  `SentinelHubInputTask` delivers them), eoflow uint16 digital numbers with `scale` 1e-4 (as
+  Sentinel-2 products store them and as eoflow's cube model keeps bands); eoflow's kernel reads
+  `float32(DN) / 10000`, which equals eo-learn's float32 value bit for bit (checked on every
+  patch compared, and for all 65,536 DN values in a test).
 * **Chain** (both): NDWI, NDBI -> IS_VALID = IS_DATA & ~CLM and VALID_COUNT -> merge of
   NDVI, NDWI, NDBI, B02, B03, B04, B08, B11, B12 -> drop frames with valid fraction <= 0.8 ->
   masked linear interpolation onto 25 instants (2017-01-01 + 15 k days) -> erosion of each

@@ -162,10 +162,13 @@ class ClusterConfig(_Model):
     processes: bool = Field(True, description="worker processes (False: threads in one process)")
     dashboard_address: str = "127.0.0.1:0"
     batch_tiles: int = Field(8, ge=1, description="tiles submitted together")
-    allocator: Literal["system", "jemalloc"] = Field(
-        "system",
-        description="memory allocator of local worker processes (jemalloc: preloaded from "
-        "libjemalloc2; fewer page faults on large chunks, a little more resident memory)",
+    allocator: Literal["system", "retain", "jemalloc"] = Field(
+        "retain",
+        description="memory allocator of local worker processes. retain (default): glibc with "
+        "one arena, no mmap and no trimming, so freed chunk buffers are reused instead of "
+        "faulted in afresh (a worker's resident memory stays at its high-water mark); system: "
+        "glibc as Dask configures it (returns memory after every task); jemalloc: preloaded "
+        "from libjemalloc2",
     )
 
 

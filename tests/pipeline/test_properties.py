@@ -192,6 +192,46 @@ def test_fused_features_on_chosen_frames_with_non_finite_values(s, chunk, rnd, b
     np.testing.assert_array_equal(got["NDVI"].values, ndvi)
 
 
+@given(
+    series(),
+    st.integers(1, 4),
+    st.sampled_from([(1e-4, 0.0), (1e-4, -0.1), (2.75e-5, -0.2)]),
+    st.sampled_from([None, 0, 7]),
+)
+def test_fused_features_read_uint16_digital_numbers_as_reflectance(s, chunk, scale_off, nodata):
+    """uint16 bands are read in place as ``float32(DN) / (1 / scale) + offset`` (nodata invalid)."""
+    from eoflow.ops.fused import interpolate_features, recipes_for
+
+    times, vals, valid = s
+    scale, offset = scale_off
+    dn = np.round((vals + 1.0) * 4000).astype(np.uint16)  # 0 .. 8000
+    if nodata is not None:
+        dn[0, :] = nodata
+    attrs = {"scale": scale, "offset": offset, **({} if nodata is None else {"nodata": nodata})}
+    a, v = _da(times, dn, valid)
+    ds_dn = xr.Dataset({"B03": a.assign_attrs(attrs), "B08": (a // 2).assign_attrs(attrs)})
+    ds_f = xr.Dataset({"B03": _da(times, _refl(dn, scale, offset, nodata), valid)[0],
+                       "B08": _da(times, _refl(dn // 2, scale, offset, nodata), valid)[0]})  # fmt: skip
+    recipes = recipes_for(ds_dn, ["NDWI"], ["B03", "B08"])
+    vc = v.chunk({"x": chunk})
+    got, n_got = interpolate_features(ds_dn.chunk({"x": chunk}), vc, recipes, GRID)
+    ref, n_ref = interpolate_features(ds_f.chunk({"x": chunk}), vc, recipes, GRID)
+    for name in ("NDWI", "B03", "B08"):
+        np.testing.assert_array_equal(got[name].values, ref[name].values)
+    np.testing.assert_array_equal(n_got.values, n_ref.values)
+    if (scale, offset, nodata) == (1e-4, 0.0, None):  # exactly the float32 of DN / 10000
+        exact = (dn.astype(np.float64) / 10000).astype(np.float32)
+        np.testing.assert_array_equal(_refl(dn, scale, offset, nodata), exact)
+
+
+def _refl(dn, scale, offset, nodata):
+    """Reference reflectance of digital numbers, as float32 (NaN at nodata)."""
+    out = np.float32(dn) / np.float32(1.0 / scale) + np.float32(offset)
+    if nodata is not None:
+        out[dn == nodata] = np.nan
+    return out
+
+
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=8), st.integers(1, 32))
 def test_sample_writer_streams_whole_chunks_and_keeps_every_row(sizes, chunk_rows):
     import tempfile

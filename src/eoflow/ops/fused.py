@@ -18,7 +18,7 @@ import xarray as xr
 from eoflow.ops.indices import INDEX_BANDS
 from eoflow.ops.temporal import _to_days
 
-__all__ = ["FeatureRecipe", "fused_features", "interpolate_features", "recipes_for"]
+__all__ = ["FeatureRecipe", "fused_features", "interpolate_features", "recipes_for", "reflectance"]
 
 COPY, NORM_DIFF = 0, 1
 
@@ -63,21 +63,28 @@ def _hold_or_lerp(out, base, y, x, tt, tv, m, dst_t):
 
 
 @numba.njit(cache=True, nogil=True)
-def fused_features(srcs, mask, frames, kind, ia, ib, src_t, dst_t):
+def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames, kind, ia, ib,
+                   src_t, dst_t):  # fmt: skip
     """Features of one chunk.
 
-    ``srcs`` a tuple of (t, h, w) float32 arrays, ``mask`` (t, h, w) bool, ``frames`` (n,) the
-    frames to use in time order, ``kind``/``ia``/``ib`` (n_feat,) recipes, ``src_t`` (n,) and
-    ``dst_t`` (k,) increasing float64 days. Returns ``(n_feat * k + 1, h, w)`` float32: each
-    feature's interpolated series, then the number of valid observations. Non-finite values never
-    count; outside the valid range the nearest valid value is held; no valid observation gives NaN.
+    ``srcs`` a tuple of (t, h, w) float32 arrays of which the first ``n_f`` are sources
+    ``0..n_f-1``, ``dns`` a tuple of (t, h, w) uint16 digital numbers of which the first ``n_dn``
+    are sources ``n_f...`` (each tuple holds one unused dummy when it has none), read as
+    ``float32(dn) / dn_inv + dn_off`` (NaN where ``dn == dn_nodata``, a negative nodata meaning
+    none); ``mask`` (t, h, w) bool, ``frames`` (n,) the frames to use in time order,
+    ``kind``/``ia``/``ib`` (n_feat,) recipes, ``src_t`` (n,) and ``dst_t`` (k,) increasing float64
+    days. Returns ``(n_feat * k + 1, h, w)`` float32: each feature's interpolated series, then the
+    number of valid observations. Non-finite values never count; outside the valid range the
+    nearest valid value is held; no valid observation gives NaN.
 
-    Each image row is transposed into a small time-contiguous buffer (fits in cache). A pixel's
-    valid frames and its interpolation weights are found once and shared by every feature whose
-    values are all finite there (the usual case); a feature with a non-finite value at a valid
-    frame takes the general path over its own finite observations.
+    Each image row is transposed into a small time-contiguous buffer (fits in cache), converting
+    digital numbers on the way (no float32 copy of a uint16 band). A pixel's valid frames and its
+    interpolation weights are found once and shared by every feature whose values are all finite
+    there (the usual case); a feature with a non-finite value at a valid frame takes the general
+    path over its own finite observations.
     """
-    n_src, t = len(srcs), frames.shape[0]
+    t = frames.shape[0]
+    n_src = n_f + n_dn
     h, w = mask.shape[1], mask.shape[2]
     n_feat, k = kind.shape[0], dst_t.shape[0]
     out = np.empty((n_feat * k + 1, h, w), dtype=np.float32)
@@ -89,12 +96,23 @@ def fused_features(srcs, mask, frames, kind, ia, ib, src_t, dst_t):
     tt = np.empty(t, dtype=np.float64)
     tv = np.empty(t, dtype=np.float64)
     for y in range(h):
-        for s in range(n_src):
+        for s in range(n_f):
             a = srcs[s]
             for i in range(t):
                 fi = frames[i]
                 for x in range(w):
                     buf[s, x, i] = a[fi, y, x]
+        for s in range(n_dn):
+            d = dns[s]
+            inv, off, nd = np.float32(dn_inv[s]), np.float32(dn_off[s]), dn_nodata[s]
+            for i in range(t):
+                fi = frames[i]
+                for x in range(w):
+                    v = d[fi, y, x]
+                    if v == nd:
+                        buf[n_f + s, x, i] = np.nan
+                    else:
+                        buf[n_f + s, x, i] = np.float32(v) / inv + off
         for i in range(t):
             fi = frames[i]
             for x in range(w):
@@ -164,10 +182,45 @@ def fused_features(srcs, mask, frames, kind, ia, ib, src_t, dst_t):
     return out
 
 
-def _fused_block(mask, *arrays, **kw):
-    """One chunk: the bands as float32 (a copy only for other dtypes), then the kernel."""
-    srcs = tuple(np.ascontiguousarray(a, dtype=np.float32) for a in arrays)
-    return fused_features(srcs, np.ascontiguousarray(mask), **kw)
+def _fused_block(mask, *arrays, n_dn, dn_inv, dn_off, dn_nodata, **kw):
+    """One chunk: float32 sources as they are (other dtypes copied), uint16 ones read in place."""
+    n_f = len(arrays) - n_dn
+    srcs = tuple(np.ascontiguousarray(a, dtype=np.float32) for a in arrays[:n_f])
+    dns = tuple(np.ascontiguousarray(a) for a in arrays[n_f:])
+    return fused_features(srcs or (_NO_F32,), n_f, dns or (_NO_DN,), n_dn, dn_inv, dn_off,
+                          dn_nodata, np.ascontiguousarray(mask), **kw)  # fmt: skip
+
+
+_NO_F32 = np.zeros((0, 0, 0), np.float32)
+_NO_DN = np.zeros((0, 0, 0), np.uint16)
+
+
+def _dn_reading(var: xr.DataArray) -> tuple[float, float, int] | None:
+    """``(1 / scale, offset, nodata)`` to read a uint16 band in place, or None (read as float32).
+
+    ``reflectance = DN * scale + offset`` (cube attrs, ``docs/formats.md``), computed as
+    ``float32(DN) / (1 / scale) + offset``: with ``scale = 1e-4`` that is exactly the float32 of
+    ``DN / 10000``. No ``scale`` attribute keeps the digital numbers as they are.
+    """
+    if var.dtype != np.uint16:
+        return None
+    scale = float(var.attrs.get("scale", 1.0) or 1.0)
+    nodata = var.attrs.get("nodata")
+    nd = int(nodata) if nodata is not None and 0 <= float(nodata) <= 65535 else -1
+    return 1.0 / scale, float(var.attrs.get("offset", 0.0) or 0.0), nd
+
+
+def reflectance(var: xr.DataArray) -> xr.DataArray:
+    """A band as the fused kernel reads it: float32, uint16 ``DN * scale + offset`` (NaN at nodata).
+
+    Lazy, elementwise; the same arithmetic as :func:`fused_features` (so equal bit for bit).
+    """
+    reading = _dn_reading(var)
+    if reading is None:
+        return var.astype(np.float32)
+    inv, off, nd = reading
+    out = var.astype(np.float32) / np.float32(inv) + np.float32(off)
+    return out.where(var != nd) if nd >= 0 else out
 
 
 def interpolate_features(
@@ -180,12 +233,18 @@ def interpolate_features(
     """Lazy interpolated features (float32, ``time = grid``) and ``N_OBS`` (uint16), one task per chunk.
 
     ``frames`` (integer positions along ``time``, default all) are the frames to use, in any
-    order; the others are never copied, the kernel skips them.
+    order; the others are never copied, the kernel skips them. uint16 bands are read in place as
+    ``DN * scale + offset`` from their ``scale``/``offset`` attributes (``nodata`` is invalid), so
+    band features and indices are reflectances whatever the cube stores.
     """
     times = ds["time"].values
     frames = np.arange(times.size) if frames is None else np.asarray(frames, dtype=np.int64)
     frames = frames[np.argsort(times[frames], kind="stable")]
-    names = sorted({r.a for r in recipes} | {r.b for r in recipes if r.b})
+    used = sorted({r.a for r in recipes} | {r.b for r in recipes if r.b})
+    reading = {n: _dn_reading(ds[n]) for n in used}
+    # float32 (and other) sources first, then the uint16 ones the kernel reads in place
+    names = [n for n in used if reading[n] is None] + [n for n in used if reading[n] is not None]
+    dn = [reading[n] for n in names if reading[n] is not None]
     index = {n: i for i, n in enumerate(names)}
     arrays = [ds[n].data.rechunk({0: -1}) for n in names]
     mask = valid.data.rechunk({0: -1})
@@ -196,8 +255,11 @@ def interpolate_features(
     planes = len(recipes) * k + 1
     out = da.map_blocks(
         _fused_block, mask, *arrays, frames=frames, kind=kind, ia=ia, ib=ib,
-        src_t=_to_days(times[frames]), dst_t=_to_days(grid), dtype=np.float32,
-        chunks=((planes,), *mask.chunks[1:]),
+        src_t=_to_days(times[frames]), dst_t=_to_days(grid), n_dn=len(dn),
+        dn_inv=np.array([d[0] for d in dn], np.float64),
+        dn_off=np.array([d[1] for d in dn], np.float64),
+        dn_nodata=np.array([d[2] for d in dn], np.int64),
+        dtype=np.float32, chunks=((planes,), *mask.chunks[1:]),
     )  # fmt: skip
     coords = {"time": grid, "y": ds["y"], "x": ds["x"]}
     feats = {

@@ -61,7 +61,10 @@ def tile_features(
     fcfg: FeaturesConfig,
     grid: np.ndarray,
 ) -> xr.Dataset:
-    """Lazy features of one tile, given the boolean ``keep`` mask over its frames."""
+    """Lazy features of one tile, given the boolean ``keep`` mask over its frames.
+
+    The graph is already optimised (fused), so any number of consumers can share it.
+    """
     recipes = feature_recipes(ds, fcfg)
     feats = [r.name for r in recipes]
     valid = valid_mask(ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes)
@@ -85,7 +88,16 @@ def tile_features(
         frames_dropped=[str(t) for t in ds["time"].values[~keep]],
     )  # fmt: skip
     res = res.rio.write_crs(ds.rio.crs).rio.write_transform(ds.rio.transform())
-    return attach_grid(res, _tile_of(ds))
+    res = attach_grid(res, _tile_of(ds))
+    # Fuse the graph once, here: each chunk's reads go into the kernel's task (one task reads and
+    # computes a chunk on one worker), and every consumer -- the write, sample_dataset -- then
+    # shares the same keys. Left to each consumer, Dask fuses the write's copy only, and the reads
+    # run as separate root tasks spread over the workers (measured: 1.4 GB moved between two
+    # workers for 16 patches instead of 0.3, 40 % more CPU).
+    import dask
+
+    (res,) = dask.optimize(res)
+    return res
 
 
 def _tile_of(ds: xr.Dataset) -> Tile:
