@@ -155,13 +155,14 @@ def run(
 ) -> dict:
     """Run the chain on patches ``0..n-1`` with ``workers`` single-threaded Dask workers."""
     t_start = time.perf_counter()
+    import dask
     from distributed import get_task_stream
 
     from eoflow.cluster import connect
     from eoflow.config import ClusterConfig
-    from eoflow.cube.store import write_ledger, write_tile
+    from eoflow.cube.store import checksum_after, write_ledger, write_tile
     from eoflow.stages.features import tile_features
-    from eoflow.stages.sample import SampleWriter, sample_dataset
+    from eoflow.stages.sample import SampleWriter, sample_dataset, tag_part
 
     t_import = time.perf_counter() - t_start
     shutil.rmtree(out, ignore_errors=True)
@@ -193,14 +194,21 @@ def run(
                     if state["grid"] is None:
                         grid = common.grid_instants(ds["time"].values).astype("datetime64[ns]")
                         state["grid"] = grid
-                        state["writer"] = SampleWriter(sstore, samples_attrs(tile_ids, grid))
+                        state["writer"] = SampleWriter(sstore, samples_attrs(tile_ids, grid),
+                                                       client=client)  # fmt: skip
                     feats = tile_features(ds, keep, ds["LULC"], fcfg=fcfg, grid=state["grid"])
                     frames_kept[tid] = int(keep.sum())
-                    # the samples are gathered from the features in memory, in the same graph
-                    graphs.append(write_tile(feats, fstore, tid, compute=False))
-                    graphs.append(sample_dataset(feats, tid, fraction=common.SAMPLE_FRACTION,
-                                                 exclude=list(common.SAMPLE_EXCLUDE),
-                                                 seed=common.SAMPLE_SEED))  # fmt: skip
+                    graphs.append(
+                        dask.delayed(checksum_after, pure=False)(
+                            write_tile(feats, fstore, tid, compute=False), str(fstore), tid
+                        )
+                    )
+                    # the samples are gathered from the features in memory, in the same graph;
+                    # they stay on the worker, which also writes them into samples.zarr
+                    sampled = sample_dataset(feats, tid, fraction=common.SAMPLE_FRACTION,
+                                             exclude=list(common.SAMPLE_EXCLUDE),
+                                             seed=common.SAMPLE_SEED)  # fmt: skip
+                    graphs.append(dask.delayed(tag_part, pure=True)(sampled, tile_ids.index(tid)))
                 # one graph per batch (as eoflow's stage runner), then the next batch's frame
                 # filter, which runs first (high priority) while this batch computes
                 inflight.append((batches[i], client.compute(graphs)))
@@ -215,14 +223,13 @@ def run(
                 t2 = time.perf_counter()
                 batch, futures = inflight.popleft()
                 for j, tid in enumerate(batch):  # in patch order: samples.zarr rows stay ordered
-                    futures[2 * j].result()
-                    write_ledger(fstore, tid, config_hash="vs_eolearn")
-                    part = futures[2 * j + 1].result()
+                    checksum = futures[2 * j].result()  # read by a worker after the write
+                    write_ledger(fstore, tid, config_hash="vs_eolearn", checksum=checksum)
                     t3 = time.perf_counter()
-                    state["writer"].append(part, tile_ids.index(tid))
+                    state["writer"].add(futures[2 * j + 1])  # only a row count comes back
                     phases["append"] += time.perf_counter() - t3
                     futures[2 * j].release()
-                    futures[2 * j + 1].release()
+                    futures[2 * j + 1] = None  # the writer holds the part until it is written
                 phases["compute"] += time.perf_counter() - t2
                 if inflight_batches == 1 and i + 1 < len(batches):
                     submit(i + 1)

@@ -234,10 +234,13 @@ def _refl(dn, scale, offset, nodata):
 
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=8), st.integers(1, 32))
 def test_sample_writer_streams_whole_chunks_and_keeps_every_row(sizes, chunk_rows):
+    """Staged parts become whole chunks in tile order; a part goes once its rows are written."""
     import tempfile
     from pathlib import Path
 
-    from eoflow.stages.sample import SAMPLE_ARRAYS, SampleWriter, open_samples
+    import zarr
+
+    from eoflow.stages.sample import SAMPLE_ARRAYS, SampleWriter, open_samples, tag_part
 
     rng = np.random.default_rng(len(sizes) * 100 + chunk_rows)
     parts = [
@@ -255,9 +258,12 @@ def test_sample_writer_streams_whole_chunks_and_keeps_every_row(sizes, chunk_row
     with tempfile.TemporaryDirectory() as tmp:
         w = SampleWriter(Path(tmp) / "s.zarr", {"a": 1}, chunk_rows=chunk_rows)
         for i, part in enumerate(parts):
-            w.append(part, i)
-            assert w.n - w._written < chunk_rows  # never more than one chunk buffered
+            w.add(tag_part(part, i))
+            assert w.n - w._submitted < chunk_rows  # every full chunk is written at once
+            # only parts with rows not yet handed to a chunk write are held
+            assert sum(hi - lo for _, lo, hi in w._queue) == w.n - w._submitted
         assert w.close() == sum(sizes)
+        assert zarr.open_group(str(Path(tmp) / "s.zarr"), mode="r")["X"].chunks[0] == chunk_rows
         got = open_samples(Path(tmp) / "s.zarr")
     for name in SAMPLE_ARRAYS:
         want = (np.concatenate([np.full(k, i, np.int32) for i, k in enumerate(sizes)])

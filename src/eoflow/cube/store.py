@@ -19,6 +19,7 @@ import xarray as xr
 from eoflow.errors import DataError
 
 __all__ = [
+    "checksum_after",
     "is_done",
     "open_tile",
     "read_ledger",
@@ -47,13 +48,32 @@ def tile_checksum(store: Path, tile_id: str) -> str:
     return h.hexdigest()
 
 
-def write_ledger(store: Path, tile_id: str, *, config_hash: str, extra: dict | None = None) -> dict:
-    """Record that ``tile_id`` of ``store`` is complete (atomic rename)."""
+def checksum_after(written: object, store: str, tile_id: str) -> str:
+    """:func:`tile_checksum`, as a task that runs once ``written`` (the tile's write) is done.
+
+    Composed into a tile's graph (``dask.delayed(checksum_after)(write, ...)``), the checksum is
+    read on a worker right after the write instead of in the client.
+    """
+    return tile_checksum(Path(store), tile_id)
+
+
+def write_ledger(
+    store: Path,
+    tile_id: str,
+    *,
+    config_hash: str,
+    extra: dict | None = None,
+    checksum: str | None = None,
+) -> dict:
+    """Record that ``tile_id`` of ``store`` is complete (atomic rename).
+
+    ``checksum`` is the tile's :func:`tile_checksum` when already computed (on a worker).
+    """
     entry = {
         "tile_id": tile_id,
         "store": Path(store).name,
         "config_hash": config_hash,
-        "checksum": tile_checksum(store, tile_id),
+        "checksum": checksum or tile_checksum(store, tile_id),
         "n_files": len(_tile_files(store, tile_id)),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),

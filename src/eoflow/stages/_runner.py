@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from eoflow.cube.store import is_done, write_ledger
+from eoflow.cube.store import checksum_after, is_done, write_ledger
 from eoflow.geo.tiles import Tile
 from eoflow.stages.context import RunContext
 
@@ -40,6 +40,7 @@ def run_tiles(
     list of Tile
         The tiles that are complete in ``store`` after this call.
     """
+    import dask
     from distributed import as_completed
 
     tiles = ctx.ok_tiles() if tiles is None else tiles
@@ -63,7 +64,9 @@ def run_tiles(
                 bar.update()
                 continue
             try:
-                graphs.append(build(tile))
+                # the ledger's checksum is read by a worker right after the tile's write
+                graphs.append(dask.delayed(checksum_after, pure=False)(build(tile), str(store),
+                                                                       tile.tile_id))  # fmt: skip
                 built.append(tile)
             except Exception as exc:
                 ctx.mark_failed(tile, stage, exc)
@@ -77,9 +80,10 @@ def run_tiles(
         for fut in as_completed(list(futures)):
             tile = futures[fut]
             try:
-                fut.result()
+                checksum = fut.result()
                 extra = ledger_extra(tile) if ledger_extra else {}
-                write_ledger(store, tile.tile_id, config_hash=key, extra={"stage": stage, **extra})
+                write_ledger(store, tile.tile_id, config_hash=key, checksum=checksum,
+                             extra={"stage": stage, **extra})  # fmt: skip
                 ctx.mark_ok(tile, stage)
                 done.append(tile)
             except Exception as exc:
