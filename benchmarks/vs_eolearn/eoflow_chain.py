@@ -185,7 +185,7 @@ def run(
             pending = _prepass(client, store, batches[0], fcfg)
             inflight: deque = deque()
 
-            def submit(i: int) -> None:
+            def build(i: int) -> list:
                 t1 = time.perf_counter()
                 graphs = []
                 for tid in batches[i]:
@@ -209,17 +209,24 @@ def run(
                                              exclude=list(common.SAMPLE_EXCLUDE),
                                              seed=common.SAMPLE_SEED)  # fmt: skip
                     graphs.append(dask.delayed(tag_part, pure=True)(sampled, tile_ids.index(tid)))
+                phases["build"] += time.perf_counter() - t1
+                return graphs
+
+            def launch(i: int, graphs: list) -> None:
                 # one graph per batch (as eoflow's stage runner), then the next batch's frame
                 # filter, which runs first (high priority) while this batch computes
                 inflight.append((batches[i], client.compute(graphs)))
                 if i + 1 < len(batches):
                     pending.update(_prepass(client, store, batches[i + 1], fcfg))
-                phases["build"] += time.perf_counter() - t1
 
-            submit(0)
+            launch(0, build(0))
             for i in range(len(batches)):
-                if inflight_batches > 1 and i + 1 < len(batches):
-                    submit(i + 1)  # queued behind batch i
+                # the next batch's graphs are built while this one computes (as the stage
+                # runner does) and submitted when it is done: one batch in flight
+                ahead = build(i + 1) if i + 1 < len(batches) else None
+                if ahead is not None and inflight_batches > 1:
+                    launch(i + 1, ahead)  # queued behind batch i
+                    ahead = None
                 t2 = time.perf_counter()
                 batch, futures = inflight.popleft()
                 for j, tid in enumerate(batch):  # in patch order: samples.zarr rows stay ordered
@@ -231,8 +238,8 @@ def run(
                     futures[2 * j].release()
                     futures[2 * j + 1] = None  # the writer holds the part until it is written
                 phases["compute"] += time.perf_counter() - t2
-                if inflight_batches == 1 and i + 1 < len(batches):
-                    submit(i + 1)
+                if ahead is not None:
+                    launch(i + 1, ahead)
             n_samples = state["writer"].close()
         records = ts.data
         cpu = {"workers": list(client.run(_cpu_seconds).values()), "main": _cpu_seconds()}

@@ -124,9 +124,11 @@ def write_tile(ds: xr.Dataset, store: Path, tile_id: str, *, compute: bool = Tru
     ds = ds.drop_encoding()
     for name in ds.data_vars:
         ds[name].attrs = {k: v for k, v in ds[name].attrs.items() if v is not None}
+    # write_empty_chunks: every chunk is written as it is; zarr's default first compares each
+    # chunk with the fill value (several passes over it) to skip chunks that are all NaN
     return ds.to_zarr(
         store, group=tile_id, mode="w", encoding=_encoding(ds), consolidated=False,
-        compute=compute, zarr_format=3,
+        compute=compute, zarr_format=3, write_empty_chunks=True,
     )  # fmt: skip
 
 

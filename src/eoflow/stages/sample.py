@@ -227,7 +227,8 @@ class SampleWriter:
             tail, dtype = layout[name]
             self.root.create_array(name, shape=(0, *tail), dtype=np.dtype(dtype),
                                    chunks=(self.chunk_rows, *tail),
-                                   compressors=_compressor(np.dtype(dtype)))  # fmt: skip
+                                   compressors=_compressor(np.dtype(dtype)),
+                                   config={"write_empty_chunks": True})  # fmt: skip
 
     def _submit(self, rows: int) -> None:
         start, pieces, need = self._submitted, [], rows
