@@ -77,31 +77,46 @@ def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames
     number of valid observations. Non-finite values never count; outside the valid range the
     nearest valid value is held; no valid observation gives NaN.
 
-    Each image row is transposed into a small time-contiguous buffer (fits in cache), converting
-    digital numbers on the way (no float32 copy of a uint16 band). A pixel's valid frames and its
-    interpolation weights are found once and shared by every feature whose values are all finite
-    there (the usual case); a feature with a non-finite value at a valid frame takes the general
-    path over its own finite observations.
+    Each image row of the kept frames is copied into a small buffer (fits in cache), converting
+    digital numbers on the way (no float32 copy of a uint16 band), and every normalised
+    difference is computed there once per frame, so each feature is a plane of that buffer. A
+    pixel's valid frames and interpolation weights are found once; a feature whose values are
+    all finite at the pixel (the usual case) is then interpolated row by row with those weights
+    (contiguous writes); otherwise it takes the general path over its own finite observations.
     """
     t = frames.shape[0]
     n_src = n_f + n_dn
     h, w = mask.shape[1], mask.shape[2]
     n_feat, k = kind.shape[0], dst_t.shape[0]
+    row = np.empty(n_feat, dtype=np.int64)  # the buffer row of each feature
+    n_rows = n_src
+    for f in range(n_feat):
+        if kind[f] == COPY:
+            row[f] = ia[f]
+        else:
+            row[f] = n_rows
+            n_rows += 1
     out = np.empty((n_feat * k + 1, h, w), dtype=np.float32)
-    buf = np.empty((n_src, w, t), dtype=np.float32)
+    buf = np.empty((n_rows, t, w), dtype=np.float32)
+    clean = np.empty((n_rows, w), dtype=np.bool_)  # only finite values in this row at the pixel
     mbuf = np.empty((w, t), dtype=np.bool_)
     vi = np.empty(t, dtype=np.int64)
-    jq = np.empty(k, dtype=np.int64)
-    wq = np.empty(k, dtype=np.float64)
     tt = np.empty(t, dtype=np.float64)
     tv = np.empty(t, dtype=np.float64)
+    lo = np.empty((k, w), dtype=np.int64)  # per grid instant and pixel: left and right frame
+    hi = np.empty((k, w), dtype=np.int64)  # (equal when the value is held; -1: no observation)
+    ww = np.empty((k, w), dtype=np.float64)
     for y in range(h):
+        clean[:] = True
         for s in range(n_f):
             a = srcs[s]
             for i in range(t):
                 fi = frames[i]
                 for x in range(w):
-                    buf[s, x, i] = a[fi, y, x]
+                    v = a[fi, y, x]
+                    buf[s, i, x] = v
+                    if not np.isfinite(v):
+                        clean[s, x] = False
         for s in range(n_dn):
             d = dns[s]
             inv, off, nd = np.float32(dn_inv[s]), np.float32(dn_off[s]), dn_nodata[s]
@@ -110,9 +125,22 @@ def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames
                 for x in range(w):
                     v = d[fi, y, x]
                     if v == nd:
-                        buf[n_f + s, x, i] = np.nan
+                        buf[n_f + s, i, x] = np.nan
+                        clean[n_f + s, x] = False
                     else:
-                        buf[n_f + s, x, i] = np.float32(v) / inv + off
+                        buf[n_f + s, i, x] = np.float32(v) / inv + off
+        for f in range(n_feat):
+            if kind[f] == COPY:
+                continue
+            r, ra, rb = row[f], ia[f], ib[f]
+            for i in range(t):
+                for x in range(w):
+                    va, vb = buf[ra, i, x], buf[rb, i, x]
+                    s_ = va + vb
+                    v = (va - vb) / s_ if s_ != 0 else np.float32(np.nan)
+                    buf[r, i, x] = v
+                    if not np.isfinite(v):
+                        clean[r, x] = False
         for i in range(t):
             fi = frames[i]
             for x in range(w):
@@ -127,58 +155,49 @@ def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames
             if m == 0:
                 for p in range(n_feat * k):
                     out[p, y, x] = np.nan
+                for q in range(k):
+                    lo[q, x] = -1
                 continue
-            # shared weights: -1 holds the first observation, -2 the last
+            # shared weights; a held value has both neighbours equal and weight 0
             j = 0
             t_first, t_last = src_t[vi[0]], src_t[vi[m - 1]]
             for q in range(k):
                 g = dst_t[q]
                 if g <= t_first:
-                    jq[q] = -1
+                    lo[q, x], hi[q, x], ww[q, x] = vi[0], vi[0], 0.0
                 elif g >= t_last:
-                    jq[q] = -2
+                    lo[q, x], hi[q, x], ww[q, x] = vi[m - 1], vi[m - 1], 0.0
                 else:
                     while src_t[vi[j + 1]] < g:
                         j += 1
-                    jq[q] = j
                     t0 = src_t[vi[j]]
-                    wq[q] = (g - t0) / (src_t[vi[j + 1]] - t0)
-            for f in range(n_feat):
-                all_finite = True
-                for r in range(m):
-                    i = vi[r]
-                    a = buf[ia[f], x, i]
-                    if kind[f] == COPY:
-                        v = a
-                    else:
-                        b = buf[ib[f], x, i]
-                        s_ = a + b
-                        v = (a - b) / s_ if s_ != 0 else np.float32(np.nan)
-                    tv[r] = v
-                    if not np.isfinite(v):
-                        all_finite = False
-                base = f * k
-                if all_finite:
-                    for q in range(k):
-                        jj = jq[q]
-                        if jj == -1:
-                            out[base + q, y, x] = tv[0]
-                        elif jj == -2:
-                            out[base + q, y, x] = tv[m - 1]
-                        else:
-                            out[base + q, y, x] = tv[jj] + wq[q] * (tv[jj + 1] - tv[jj])
+                    lo[q, x], hi[q, x] = vi[j], vi[j + 1]
+                    ww[q, x] = (g - t0) / (src_t[vi[j + 1]] - t0)
+            for f in range(n_feat):  # general path: a non-finite value somewhere in the row
+                r = row[f]
+                if clean[r, x]:
                     continue
                 mm = 0
-                for r in range(m):
-                    if np.isfinite(tv[r]):
-                        tt[mm] = src_t[vi[r]]
-                        tv[mm] = tv[r]
+                for p in range(m):
+                    v = buf[r, vi[p], x]
+                    if np.isfinite(v):
+                        tt[mm] = src_t[vi[p]]
+                        tv[mm] = v
                         mm += 1
                 if mm == 0:
                     for q in range(k):
-                        out[base + q, y, x] = np.nan
+                        out[f * k + q, y, x] = np.nan
                 else:
-                    _hold_or_lerp(out, base, y, x, tt, tv, mm, dst_t)
+                    _hold_or_lerp(out, f * k, y, x, tt, tv, mm, dst_t)
+        for f in range(n_feat):  # usual path: row by row with the shared weights
+            r, base = row[f], f * k
+            for q in range(k):
+                for x in range(w):
+                    if lo[q, x] < 0 or not clean[r, x]:
+                        continue
+                    v0 = np.float64(buf[r, lo[q, x], x])
+                    v1 = np.float64(buf[r, hi[q, x], x])
+                    out[base + q, y, x] = v0 + ww[q, x] * (v1 - v0)
     return out
 
 
