@@ -50,16 +50,19 @@ NOTES = """\
   acquisition's time of day (2017-01-01T10:00:08 + 15 k days). eoflow is evaluated at those same
   instants here (its own `regular_grid` is at midnight), so values are compared like for like.
 * **eoflow** runs `eoflow.stages.features.tile_features` (ops `masks`, `indices`, `fused`
-  (one numba pass per chunk for indices, validity and interpolation), `morphology`) and
+  (one numba pass per chunk for indices, validity and interpolation), `morphology`; the tile's
+  graph is fused once, so each chunk's reads go into the kernel's task) and
   `eoflow.stages.sample.sample_dataset` on a dask.distributed `LocalCluster`
-  (`eoflow.cluster.connect`, n workers x 1 thread, processes, the system allocator), 8 patches
-  per batch submitted as one graph, the next batch's frame filter running (at high priority)
-  while a batch computes, as eoflow's stage runner does. The samples are gathered from the features in memory, in the same
-  graph as their Zarr write (eoflow's pipeline runs the same function in its own `sample` stage
-  on `features.zarr`, so that stage can be re-run alone). Inputs and outputs in Zarr v3 (zstd,
-  chosen by measurement: see the codec table below). **Edge rule**: erosion uses `map_overlap`
-  with depth = radius, so chunk edges never act as borders; the array edge is padded by
-  replication, so (as with OpenCV) it never erodes a pixel by itself.
+  (`eoflow.cluster.connect`, n workers x 1 thread, processes, eoflow's default `retain`
+  allocator), 8 patches per batch submitted as one graph, the next batch's frame filter running
+  (at high priority) and its graphs being built while a batch computes, as eoflow's stage
+  runner does. The samples are gathered from the features in memory, in the same graph as their
+  Zarr write, stay on the workers and are written to `samples.zarr` in whole chunks by the
+  workers (`SampleWriter`; eoflow's pipeline runs the same functions in its own `sample` stage
+  on `features.zarr`, so that stage can be re-run alone). Inputs and features in Zarr v3 (zstd,
+  chosen by measurement: see the codec table below), samples Blosc LZ4 + shuffle. **Edge
+  rule**: erosion uses `map_overlap` with depth = radius, so chunk edges never act as borders;
+  the array edge is padded by replication, so (as with OpenCV) it never erodes a pixel by itself.
 * **Measurement**: each system runs as a fresh process tree (interpreter start, imports, cluster
   or executor start-up included). Wall = spawn to exit; CPU = user + system of the whole tree
   (`getrusage(RUSAGE_CHILDREN)`, cross-checked with psutil); peak RSS (tree) = largest sum of RSS
@@ -76,16 +79,16 @@ NOTES = """\
   counts differ by one where `0.25 * n` ends in .5 with an even integer part (eo-learn rounds
   half to even, eoflow half up); eo-learn draws the sampled pixels at random (seeded per patch
   here), eoflow with its counter-based hash, so the pixels differ, the counts do not.
-* **Allocator** (measured, not adopted): with glibc every array above 32 MB (a 68-date band
-  chunk is 68 MB) gets fresh pages from the kernel, one page fault per 4 KiB. Reading one patch
-  6 times took 4.4 s of system time with glibc and 1.3-1.5 s with jemalloc preloaded (0.3 s
-  instead of 0.5-1.5 s per read). On the whole 16-patch chain, two pairs of runs gave 34.6/38.2 s
-  with jemalloc against 37.4/34.8 s with glibc (no measurable gain) for 0.1-0.2 GiB more per
-  worker, so eoflow keeps the system allocator by default (`cluster.allocator: jemalloc` is
-  there for machines where page faults cost more). Queuing the next batch behind the current one
-  (`eoflow_chain --inflight-batches 2`) was no faster on 2 cores and raised the worker peak from
-  about 1.1-1.3 to 1.6 GiB, so the stage runner keeps one batch in flight. `--eolearn-jemalloc
-  1,16` adds eo-learn runs with jemalloc preloaded.
+* **Allocator**: Dask's nanny starts workers with `MALLOC_TRIM_THRESHOLD_=65536` and glibc
+  maps every array above 32 MB (a 68-date band chunk is 34-68 MB) afresh, so each chunk costs
+  thousands of page faults and an `munmap`; on this VM reading one patch took ~1 s, mostly
+  system time. eoflow's default `cluster.allocator: retain` (one glibc arena, no mmap, no
+  trimming: freed chunk buffers are reused) reads it in 0.2 s; a worker's resident memory then
+  stays at its high-water mark (measured: about 1.0-1.2 GiB here). jemalloc (`cluster.allocator:
+  jemalloc`, decay 1 s) gave no gain on the whole chain earlier and stays opt-in. Queuing the
+  next batch behind the current one (`eoflow_chain --inflight-batches 2`) was no faster on 2
+  cores and raised the worker peak, so one batch is in flight. `--eolearn-jemalloc 1,16` adds
+  eo-learn runs with jemalloc preloaded.
 * **Duration** (quiet 2-core machine): prepare about 1 s per patch once (inputs are reused by
   later runs), run with `--sizes 1,16` about 5 minutes, with `1,16,64` about 15 minutes, most of it
   eo-learn. Use `--sizes 1,16` when that is too long.
