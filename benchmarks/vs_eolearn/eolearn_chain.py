@@ -164,6 +164,10 @@ def run(inputs: Path, n: int, workers: int, out: Path, result: Path) -> dict:
     t_start = time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    # created up front: eo-learn's SaveTask creates its folder in every worker process, and two
+    # processes doing it at once fail with "File exists" (seen once in a 64-patch run)
+    (out / "features").mkdir()
+    (out / "samples").mkdir()
     wf, nodes = build_workflow(str(inputs), str(out / "features"), str(out / "samples"))
     exec_args = []
     for k in range(n):

@@ -84,3 +84,36 @@ def test_timestamps_carried_from_items(full_cube, sample_dir):
     assert (
         np.datetime64(items["properties"]["datetime"].rstrip("Z"), "ns") in full_cube["time"].values
     )
+
+
+def test_stac_digital_numbers_become_reflectance_in_the_features(sample_dir, patch_tile, tmp_path):
+    """A uint16 asset with ``raster:bands`` scale/offset keeps its DN in the cube and its
+    attributes, and the feature kernel reads it back as the real reflectance."""
+    import rasterio
+
+    from eoflow.ops.fused import reflectance
+    from eoflow.sources.stac import ItemSet
+
+    items = []
+    for src_item in sorted(sample_dir.glob("items/2015071*/item.json"))[:2]:
+        item = json.loads(src_item.read_text())
+        with rasterio.open(src_item.parent / "B04.tif") as src:
+            refl, profile = src.read(1), src.profile
+        dn = np.where(np.isfinite(refl), np.round((refl + 0.1) * 1e4), 0).astype(np.uint16)
+        out = tmp_path / f"{item['id']}-B04.tif"
+        profile.update(dtype="uint16", nodata=0)
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(dn, 1)
+        asset = dict(item["assets"]["B04"], href=str(out))
+        asset["raster:bands"] = [
+            {"data_type": "uint16", "nodata": 0, "scale": 1e-4, "offset": -0.1}
+        ]
+        items.append({**item, "assets": {"B04": asset}})
+    cube = build_stac_cube(ItemSet(tuple(items), {}, "test"), patch_tile, assets=["B04"])
+    assert cube["B04"].dtype == np.uint16
+    assert cube["B04"].attrs["scale"] == 1e-4 and cube["B04"].attrs["offset"] == -0.1
+    got = reflectance(cube["B04"]).values
+    want = (cube["B04"].values.astype(np.float32) / np.float32(1e4)) - np.float32(0.1)
+    want[cube["B04"].values == 0] = np.nan
+    np.testing.assert_array_equal(got, want)
+    assert np.nanmax(np.abs(got - (cube["B04"].values * 1e-4 - 0.1))) < 1e-6

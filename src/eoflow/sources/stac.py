@@ -35,14 +35,18 @@ class ItemSet:
     source: str
 
     def asset_info(self) -> dict[str, dict]:
-        """Asset key -> first seen ``{dtype, nodata}`` (from ``raster:bands``)."""
+        """Asset key -> first seen ``{dtype, nodata, scale, offset}`` (from ``raster:bands``).
+
+        ``scale`` and ``offset`` are None when the item does not state them.
+        """
         info: dict[str, dict] = {}
         for item in self.items:
             for key, a in item["assets"].items():
                 if key in info or "data" not in a.get("roles", ["data"]):
                     continue
                 rb = (a.get("raster:bands") or [{}])[0]
-                info[key] = {"dtype": rb.get("data_type", "float32"), "nodata": rb.get("nodata")}
+                info[key] = {"dtype": rb.get("data_type", "float32"), "nodata": rb.get("nodata"),
+                             "scale": rb.get("scale"), "offset": rb.get("offset")}  # fmt: skip
         return info
 
 
@@ -225,7 +229,8 @@ def stack_items(
     Returns
     -------
     arrays, times, attrs
-        Asset -> Dask array ``(time, y, x)``; ``datetime64[ns]`` times; per-asset attrs (nodata).
+        Asset -> Dask array ``(time, y, x)``; ``datetime64[ns]`` times; per-asset attrs (nodata,
+        and scale/offset where ``raster:bands`` states them).
     """
     import stackstac
 
@@ -261,6 +266,9 @@ def stack_items(
         for i, key in enumerate(keys):
             arrays[key] = stacked.data[:, i]
             attrs[key] = {"nodata": None if np.isnan(float(fill)) else fill.item()}
+            # reflectance = DN * scale + offset, applied where features are made (ops.fused)
+            attrs[key].update({k: float(info[key][k]) for k in ("scale", "offset")
+                               if info[key].get(k) is not None})  # fmt: skip
     return arrays, all_times, attrs
 
 

@@ -165,9 +165,12 @@ def write_chunk(path: str, start: int, pieces: list[dict]) -> int:
 
 
 def _compressor(dtype: np.dtype):
-    """Blosc LZ4 with byte shuffle: on sampled float32 series it compresses about as well as zstd
-    level 1 and 10 % less than level 3, but encodes 3x and decodes 1.5x faster than level 3
-    (samples are written once and read by every training epoch; RESULTS.md, codec table)."""
+    """Blosc LZ4 with byte shuffle for the samples arrays.
+
+    Measured on the benchmark's sampled float32 series (2 x 65,536 rows of ``X``, one thread):
+    ratio 1.93 (zstd 3: 2.13, zstd 1: 1.90), encoding 993 MB/s (zstd 3: 336), decoding 1552 MB/s
+    (zstd 3: 1041). Samples are written once and read by every training epoch.
+    """
     from zarr.codecs import BloscCodec
 
     return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=dtype.itemsize)
