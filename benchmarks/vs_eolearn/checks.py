@@ -54,7 +54,7 @@ def check_inputs(k: int, work: Path = common.WORK) -> dict:
     """EOPatch arrays == eoflow cube arrays for patch ``k`` (eoflow's uint16 bands as reflectance)."""
     import xarray as xr
 
-    from eoflow.ops.fused import reflectance
+    from eoflow.ops.indices import reflectance
 
     ep = work / "inputs" / "eopatches" / common.tile_id(k)
     ds = xr.open_zarr(work / "inputs" / "cubes.zarr", group=common.tile_id(k), consolidated=False)
@@ -79,8 +79,7 @@ def check_indices(k: int, work: Path = common.WORK) -> dict:
     """eo-learn's NDWI/NDBI (computed in its venv) == eoflow's for patch ``k``."""
     import xarray as xr
 
-    from eoflow.ops.fused import reflectance
-    from eoflow.ops.indices import INDEX_BANDS, normalized_difference
+    from eoflow.ops.indices import INDEX_BANDS, normalized_difference, reflectance
 
     tmp = work / "checks" / f"indices-{common.tile_id(k)}"
     cmd = [str(eolearn_python(work)), "-m", "benchmarks.vs_eolearn.eolearn_chain", "indices",

@@ -270,3 +270,21 @@ def test_sample_writer_streams_whole_chunks_and_keeps_every_row(sizes, chunk_row
                 if name == "tile" else np.concatenate([p[name] for p in parts]))  # fmt: skip
         np.testing.assert_array_equal(got[name], want)
     assert got["attrs"] == {"a": 1}
+
+
+def test_add_indices_reads_digital_numbers_as_reflectance():
+    """NDVI from uint16 bands with an offset is the NDVI of the reflectances, not of the DN."""
+    from eoflow.ops.indices import add_indices, normalized_difference
+
+    rng = np.random.default_rng(3)
+    attrs = {"scale": 1e-4, "offset": -0.1, "nodata": 0}
+    dn = {b: rng.integers(1, 6000, (3, 4, 5)).astype(np.uint16) for b in ("B04", "B08")}
+    dn["B04"][0, 0, 0] = 0  # nodata
+    ds = xr.Dataset({b: (("time", "y", "x"), v, attrs) for b, v in dn.items()}).chunk({"x": 2})
+    got = add_indices(ds, ["NDVI"])[0]["NDVI"].values
+    refl = {b: np.float32(v) / np.float32(1e4) - np.float32(0.1) for b, v in dn.items()}
+    want = normalized_difference(xr.DataArray(refl["B08"]), xr.DataArray(refl["B04"])).values
+    want[0, 0, 0] = np.nan
+    np.testing.assert_array_equal(got, want)
+    b08, b04 = dn["B08"].astype(np.float64), dn["B04"].astype(np.float64)
+    assert not np.allclose(got[1:], ((b08 - b04) / (b08 + b04))[1:])  # the DN's own NDVI differs

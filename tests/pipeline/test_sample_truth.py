@@ -91,7 +91,7 @@ def test_stac_digital_numbers_become_reflectance_in_the_features(sample_dir, pat
     attributes, and the feature kernel reads it back as the real reflectance."""
     import rasterio
 
-    from eoflow.ops.fused import reflectance
+    from eoflow.ops.indices import reflectance
     from eoflow.sources.stac import ItemSet
 
     items = []

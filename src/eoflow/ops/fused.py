@@ -15,10 +15,10 @@ import numba
 import numpy as np
 import xarray as xr
 
-from eoflow.ops.indices import INDEX_BANDS
+from eoflow.ops.indices import INDEX_BANDS, dn_reading
 from eoflow.ops.temporal import _to_days
 
-__all__ = ["FeatureRecipe", "fused_features", "interpolate_features", "recipes_for", "reflectance"]
+__all__ = ["FeatureRecipe", "fused_features", "interpolate_features", "recipes_for"]
 
 COPY, NORM_DIFF = 0, 1
 
@@ -214,34 +214,6 @@ _NO_F32 = np.zeros((0, 0, 0), np.float32)
 _NO_DN = np.zeros((0, 0, 0), np.uint16)
 
 
-def _dn_reading(var: xr.DataArray) -> tuple[float, float, int] | None:
-    """``(1 / scale, offset, nodata)`` to read a uint16 band in place, or None (read as float32).
-
-    ``reflectance = DN * scale + offset`` (cube attrs, ``docs/formats.md``), computed as
-    ``float32(DN) / (1 / scale) + offset``: with ``scale = 1e-4`` that is exactly the float32 of
-    ``DN / 10000``. No ``scale`` attribute keeps the digital numbers as they are.
-    """
-    if var.dtype != np.uint16:
-        return None
-    scale = float(var.attrs.get("scale", 1.0) or 1.0)
-    nodata = var.attrs.get("nodata")
-    nd = int(nodata) if nodata is not None and 0 <= float(nodata) <= 65535 else -1
-    return 1.0 / scale, float(var.attrs.get("offset", 0.0) or 0.0), nd
-
-
-def reflectance(var: xr.DataArray) -> xr.DataArray:
-    """A band as the fused kernel reads it: float32, uint16 ``DN * scale + offset`` (NaN at nodata).
-
-    Lazy, elementwise; the same arithmetic as :func:`fused_features` (so equal bit for bit).
-    """
-    reading = _dn_reading(var)
-    if reading is None:
-        return var.astype(np.float32)
-    inv, off, nd = reading
-    out = var.astype(np.float32) / np.float32(inv) + np.float32(off)
-    return out.where(var != nd) if nd >= 0 else out
-
-
 def interpolate_features(
     ds: xr.Dataset,
     valid: xr.DataArray,
@@ -260,7 +232,7 @@ def interpolate_features(
     frames = np.arange(times.size) if frames is None else np.asarray(frames, dtype=np.int64)
     frames = frames[np.argsort(times[frames], kind="stable")]
     used = sorted({r.a for r in recipes} | {r.b for r in recipes if r.b})
-    reading = {n: _dn_reading(ds[n]) for n in used}
+    reading = {n: dn_reading(ds[n]) for n in used}
     # float32 (and other) sources first, then the uint16 ones the kernel reads in place
     names = [n for n in used if reading[n] is None] + [n for n in used if reading[n] is not None]
     dn = [reading[n] for n in names if reading[n] is not None]
