@@ -266,7 +266,7 @@ def stack_items(
         for i, key in enumerate(keys):
             arrays[key] = stacked.data[:, i]
             attrs[key] = {"nodata": None if np.isnan(float(fill)) else fill.item()}
-            # reflectance = DN * scale + offset, applied where features are made (ops.fused)
+            # reflectance = DN * scale + offset, applied where bands are read (ops.indices.reflectance)
             attrs[key].update({k: float(info[key][k]) for k in ("scale", "offset")
                                if info[key].get(k) is not None})  # fmt: skip
     return arrays, all_times, attrs

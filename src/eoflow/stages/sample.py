@@ -156,11 +156,9 @@ def write_chunk(path: str, start: int, pieces: list[dict]) -> int:
     import zarr
 
     root = zarr.open_group(path, mode="r+")
-    rows = 0
+    rows = sum(int(p["y"].shape[0]) for p in pieces)
     for name in SAMPLE_ARRAYS:
-        data = np.concatenate([p[name] for p in pieces])
-        root[name][start : start + data.shape[0]] = data
-        rows = data.shape[0]
+        root[name][start : start + rows] = np.concatenate([p[name] for p in pieces])
     return rows
 
 
