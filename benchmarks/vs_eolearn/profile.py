@@ -155,7 +155,7 @@ def profile(k: int = 0, repeats: int = 3, work: Path = common.WORK) -> dict:
         def fused() -> object:
             import dask
 
-            feats, _ = interpolate_features(dsk, vkk, recipes, grid, frames=keep)
+            feats, _, _ = interpolate_features(dsk, vkk, recipes, grid, frames=keep)
             with dask.config.set(scheduler="sync"):
                 return dict(zip(feats, dask.compute(*[v.data for v in feats.values()])))
 

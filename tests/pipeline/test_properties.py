@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
+from eoflow.ops.masks import valid_count
 from eoflow.ops.morphology import erode_classes, erode_labels
 from eoflow.ops.temporal import interpolate_to_grid
 from eoflow.sampling import sample_pixels
@@ -159,7 +160,7 @@ def test_fused_features_equal_separate_ops(s, chunk):
     times, vals, valid = s
     a, v = _da(times, vals, valid)
     ds = xr.Dataset({"B03": a, "B08": a * 0.5 + 0.25, "NDVI": a}).chunk({"x": chunk})
-    feats, n_obs = interpolate_features(
+    feats, n_obs, count = interpolate_features(
         ds, v.chunk({"x": chunk}), recipes_for(ds, ["NDVI", "NDWI"], ["B08"]), GRID
     )
     full, _ = add_indices(ds, ["NDWI"])
@@ -167,6 +168,8 @@ def test_fused_features_equal_separate_ops(s, chunk):
         ref = interpolate_to_grid(full[name].astype("float32"), v, GRID).values
         np.testing.assert_array_equal(feats[name].values, ref)
     np.testing.assert_array_equal(n_obs.values, valid.sum(axis=0)[None, :])
+    np.testing.assert_array_equal(count.values, valid_count(v).values)
+    assert count.dtype == np.uint16
 
 
 @given(series(), st.integers(1, 4), st.randoms(), st.sampled_from([np.inf, np.nan]))
@@ -182,11 +185,13 @@ def test_fused_features_on_chosen_frames_with_non_finite_values(s, chunk, rnd, b
     ds = xr.Dataset({"B03": a, "B08": a * 0.5 + 0.25, "NDVI": a}).chunk({"x": chunk})
     vc = v.chunk({"x": chunk})
     recipes = recipes_for(ds, ["NDVI", "NDWI"], ["B08"])
-    got, n_got = interpolate_features(ds, vc, recipes, GRID, frames=frames[::-1])
-    ref, n_ref = interpolate_features(ds.isel(time=frames), vc.isel(time=frames), recipes, GRID)
+    got, n_got, c_got = interpolate_features(ds, vc, recipes, GRID, frames=frames[::-1])
+    ref, n_ref, _ = interpolate_features(ds.isel(time=frames), vc.isel(time=frames), recipes, GRID)
     for name in ("NDVI", "NDWI", "B08"):
         np.testing.assert_array_equal(got[name].values, ref[name].values)
     np.testing.assert_array_equal(n_got.values, n_ref.values)
+    # VALID_COUNT counts every frame, kept or not
+    np.testing.assert_array_equal(c_got.values, valid_count(v).values)
     # the general path (non-finite values) equals the separate per-feature interpolation
     ndvi = interpolate_to_grid(a.isel(time=frames), v.isel(time=frames), GRID).values
     np.testing.assert_array_equal(got["NDVI"].values, ndvi)
@@ -214,8 +219,8 @@ def test_fused_features_read_uint16_digital_numbers_as_reflectance(s, chunk, sca
                        "B08": _da(times, _refl(dn // 2, scale, offset, nodata), valid)[0]})  # fmt: skip
     recipes = recipes_for(ds_dn, ["NDWI"], ["B03", "B08"])
     vc = v.chunk({"x": chunk})
-    got, n_got = interpolate_features(ds_dn.chunk({"x": chunk}), vc, recipes, GRID)
-    ref, n_ref = interpolate_features(ds_f.chunk({"x": chunk}), vc, recipes, GRID)
+    got, n_got, _ = interpolate_features(ds_dn.chunk({"x": chunk}), vc, recipes, GRID)
+    ref, n_ref, _ = interpolate_features(ds_f.chunk({"x": chunk}), vc, recipes, GRID)
     for name in ("NDWI", "B03", "B08"):
         np.testing.assert_array_equal(got[name].values, ref[name].values)
     np.testing.assert_array_equal(n_got.values, n_ref.values)

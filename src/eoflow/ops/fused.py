@@ -73,8 +73,8 @@ def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames
     ``float32(dn) / dn_inv + dn_off`` (NaN where ``dn == dn_nodata``, a negative nodata meaning
     none); ``mask`` (t, h, w) bool, ``frames`` (n,) the frames to use in time order,
     ``kind``/``ia``/``ib`` (n_feat,) recipes, ``src_t`` (n,) and ``dst_t`` (k,) increasing float64
-    days. Returns ``(n_feat * k + 1, h, w)`` float32: each feature's interpolated series, then the
-    number of valid observations. Non-finite values never count; outside the valid range the
+    days. Returns ``(n_feat * k + 2, h, w)`` float32: each feature's interpolated series, the
+    number of valid observations among ``frames``, then among all frames of ``mask``. Non-finite values never count; outside the valid range the
     nearest valid value is held; no valid observation gives NaN.
 
     Each image row of the kept frames is copied into a small buffer (fits in cache), converting
@@ -96,7 +96,9 @@ def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames
         else:
             row[f] = n_rows
             n_rows += 1
-    out = np.empty((n_feat * k + 1, h, w), dtype=np.float32)
+    out = np.empty((n_feat * k + 2, h, w), dtype=np.float32)
+    t_all = mask.shape[0]
+    cnt = np.empty(w, dtype=np.int64)
     buf = np.empty((n_rows, t, w), dtype=np.float32)
     clean = np.empty((n_rows, w), dtype=np.bool_)  # only finite values in this row at the pixel
     mbuf = np.empty((w, t), dtype=np.bool_)
@@ -145,6 +147,13 @@ def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames
             fi = frames[i]
             for x in range(w):
                 mbuf[x, i] = mask[fi, y, x]
+        cnt[:] = 0
+        for i in range(t_all):  # every frame, kept or not: VALID_COUNT
+            for x in range(w):
+                if mask[i, y, x]:
+                    cnt[x] += 1
+        for x in range(w):
+            out[n_feat * k + 1, y, x] = cnt[x]
         for x in range(w):
             m = 0
             for i in range(t):
@@ -220,8 +229,13 @@ def interpolate_features(
     recipes: list[FeatureRecipe],
     grid: np.ndarray,
     frames: np.ndarray | None = None,
-) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
-    """Lazy interpolated features (float32, ``time = grid``) and ``N_OBS`` (uint16), one task per chunk.
+) -> tuple[dict[str, xr.DataArray], xr.DataArray, xr.DataArray]:
+    """Lazy interpolated features (float32, ``time = grid``), ``N_OBS`` and ``VALID_COUNT``.
+
+    One task per chunk. ``N_OBS`` (uint16) counts each pixel's valid observations among
+    ``frames``, ``VALID_COUNT`` (uint16, as :func:`eoflow.ops.masks.valid_count`) among all frames;
+    both come from the kernel's pass over ``valid``, so the mask is computed inside the chunk's
+    task and never materialised as a separate array.
 
     ``frames`` (integer positions along ``time``, default all) are the frames to use, in any
     order; the others are never copied, the kernel skips them. uint16 bands are read in place as
@@ -243,7 +257,7 @@ def interpolate_features(
     ia = np.array([index[r.a] for r in recipes], np.int64)
     ib = np.array([index[r.b] if r.b else 0 for r in recipes], np.int64)
     k = len(grid)
-    planes = len(recipes) * k + 1
+    planes = len(recipes) * k + 2
     out = da.map_blocks(
         _fused_block, mask, *arrays, frames=frames, kind=kind, ia=ia, ib=ib,
         src_t=_to_days(times[frames]), dst_t=_to_days(grid), n_dn=len(dn),
@@ -259,7 +273,7 @@ def interpolate_features(
         )
         for f, r in enumerate(recipes)
     }
-    n_obs = xr.DataArray(
-        out[-1].astype(np.uint16), dims=("y", "x"), coords={"y": ds["y"], "x": ds["x"]}
-    )
-    return feats, n_obs.rename("N_OBS")
+    yx = {"y": ds["y"], "x": ds["x"]}
+    n_obs = xr.DataArray(out[-2].astype(np.uint16), dims=("y", "x"), coords=yx, name="N_OBS")
+    count = xr.DataArray(out[-1].astype(np.uint16), dims=("y", "x"), coords=yx, name="VALID_COUNT")
+    return feats, n_obs, count

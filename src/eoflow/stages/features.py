@@ -18,7 +18,7 @@ from eoflow.cube.store import open_tile, write_tile
 from eoflow.errors import DataError
 from eoflow.geo.tiles import Tile
 from eoflow.ops.fused import FeatureRecipe, interpolate_features, recipes_for
-from eoflow.ops.masks import valid_count, valid_mask
+from eoflow.ops.masks import valid_mask
 from eoflow.ops.morphology import erode_classes
 from eoflow.ops.temporal import frame_valid_fraction, regular_grid
 from eoflow.stages._runner import run_tiles
@@ -68,10 +68,9 @@ def tile_features(
     recipes = feature_recipes(ds, fcfg)
     feats = [r.name for r in recipes]
     valid = valid_mask(ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes)
-    out = {"VALID_COUNT": valid_count(valid)}
     kept = np.flatnonzero(keep)
-    interpolated, out["N_OBS"] = interpolate_features(ds, valid, recipes, grid, frames=kept)
-    out.update(interpolated)
+    interpolated, n_obs, count = interpolate_features(ds, valid, recipes, grid, frames=kept)
+    out = {"VALID_COUNT": count, "N_OBS": n_obs, **interpolated}
     for name in fcfg.static:
         if name not in ds:
             raise DataError(f"tile {ds.attrs.get('tile_id')} has no static layer {name!r}",
