@@ -176,10 +176,7 @@ def run(
     t0 = time.perf_counter()
     alloc = {} if allocator is None else {"allocator": allocator}  # None: eoflow's default
     cluster_cfg = ClusterConfig(
-        n_workers=workers,
-        threads_per_worker=int(__import__("os").environ.get("EOF_THREADS", "1")),
-        dashboard_address=":0",
-        **alloc,
+        n_workers=workers, threads_per_worker=1, dashboard_address=":0", **alloc
     )
     with connect(cluster_cfg, quiet=True) as client:
         phases["cluster_start"] = time.perf_counter() - t0
