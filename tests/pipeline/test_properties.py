@@ -119,21 +119,25 @@ def test_lazy_sampling_gathers_the_sampled_pixels_whatever_the_chunks(labels, cy
     h, w = labels.shape
     rng = np.random.default_rng(seed)
     feat = rng.random((3, h, w), dtype=np.float32)
+    feat2 = rng.random((3, h, w), dtype=np.float32)
     static = rng.random((h, w), dtype=np.float32)
     ds = xr.Dataset(
-        {
-            "F": (("time", "y", "x"), da.from_array(feat, chunks=(3, cy, cx))),
+        {  # time split and the second feature's blocks unlike the labels': realigned
+            "F": (("time", "y", "x"), da.from_array(feat, chunks=(2, cy, cx))),
+            "G": (("time", "y", "x"), da.from_array(feat2, chunks=(3, cx, cy))),
             "H": (("y", "x"), da.from_array(static, chunks=(cy, cx))),
             "LULC_ERODED": (("y", "x"), da.from_array(labels, chunks=(cy, cx))),
         },
         coords={"y": np.arange(h) * -10.0, "x": np.arange(w) * 10.0},
-        attrs={"features": ["F"], "static_features": ["H"]},
+        attrs={"features": ["F", "G"], "static_features": ["H"]},
     )
     got = sample_dataset(ds, "t", fraction=0.5, exclude=[0], seed=seed).compute(scheduler="sync")
     r, c = sample_pixels(labels, fraction=0.5, exclude=[0], seed=seed, tile_id="t")
     np.testing.assert_array_equal(got["row"], r)
     np.testing.assert_array_equal(got["col"], c)
     np.testing.assert_array_equal(got["X"][:, :, 0], feat[:, r, c].T)
+    np.testing.assert_array_equal(got["X"][:, :, 1], feat2[:, r, c].T)
+    assert got["X"].dtype == np.float32 and got["X"].shape == (r.size, 3, 2)
     np.testing.assert_array_equal(got["S"][:, 0], static[r, c])
     np.testing.assert_array_equal(got["y"], labels[r, c])
     np.testing.assert_array_equal(got["xcoord"], c * 10.0)

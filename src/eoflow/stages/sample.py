@@ -40,42 +40,34 @@ SAMPLE_ARRAYS = ("X", "S", "y", "tile", "row", "col", "xcoord", "ycoord")
 _CHUNK_ROWS = 65_536
 
 
-def _gather_block(block: np.ndarray, pick: tuple, y0: int, x0: int) -> tuple:
-    """Values of the sampled pixels that fall in one ``(..., y, x)`` block, and their positions."""
+def _gather_block(pick: tuple, y0: int, x0: int, labels: np.ndarray, *blocks) -> tuple:
+    """The sampled pixels inside one spatial block: their positions in ``pick``, their labels and
+    each variable's values there (``(time, n)`` for a time series, ``(n,)`` for a static layer)."""
     rows, cols = pick
-    h, w = block.shape[-2:]
+    h, w = labels.shape
     inside = np.flatnonzero((rows >= y0) & (rows < y0 + h) & (cols >= x0) & (cols < x0 + w))
-    return inside, block[..., rows[inside] - y0, cols[inside] - x0]
+    r, c = rows[inside] - y0, cols[inside] - x0
+    return inside, labels[r, c], [b[..., r, c] for b in blocks]
 
 
-def _gather(arr, pick):
-    """Delayed ``arr[..., rows, cols]`` of a 2-D or 3-D Dask array, one task per block."""
-    import dask
-
-    offsets = [np.r_[0, np.cumsum(c)[:-1]] for c in arr.chunks[-2:]]
-    parts = [
-        dask.delayed(_gather_block, pure=True)(blk, pick, int(offsets[0][iy]), int(offsets[1][ix]))
-        for (*_, iy, ix), blk in np.ndenumerate(arr.to_delayed(optimize_graph=False))
-    ]
-    return dask.delayed(_assemble, pure=True)(parts, pick, arr.shape[:-2], arr.dtype)
-
-
-def _assemble(parts: list, pick: tuple, lead: tuple, dtype) -> np.ndarray:
-    out = np.empty((*lead, pick[0].size), dtype=dtype)
-    for inside, values in parts:
-        out[..., inside] = values
-    return out
-
-
-def _finish(pick, labels, feats: list, static: list, xs, ys) -> dict[str, np.ndarray]:
+def _finish(pick, parts: list, n_feat: int, n_time: int, xs, ys) -> dict[str, np.ndarray]:
+    """One tile's samples from its blocks' parts (rows in ``pick`` order)."""
     rows, cols = pick
     n = rows.size
-    X = np.stack([f.T for f in feats], axis=-1) if feats else np.zeros((n, 0, 0), np.float32)
-    S = np.stack(static, axis=-1) if static else np.zeros((n, 0), np.float32)
+    X = np.empty((n, n_time, n_feat), np.float32)
+    y = np.empty(n, np.int32)
+    S = None
+    for inside, labels, values in parts:
+        y[inside] = labels
+        for f, v in enumerate(values[:n_feat]):
+            X[inside, :, f] = v.T
+        if S is None:
+            S = np.empty((n, len(values) - n_feat), np.float32)
+        for f, v in enumerate(values[n_feat:]):
+            S[inside, f] = v
     return {
-        "X": X.astype(np.float32, copy=False), "S": S.astype(np.float32, copy=False),
-        "y": labels.astype(np.int32), "row": rows, "col": cols,
-        "xcoord": np.asarray(xs)[cols], "ycoord": np.asarray(ys)[rows],
+        "X": X, "S": S if S is not None else np.zeros((n, 0), np.float32), "y": y,
+        "row": rows, "col": cols, "xcoord": np.asarray(xs)[cols], "ycoord": np.asarray(ys)[rows],
     }  # fmt: skip
 
 
@@ -86,9 +78,10 @@ def sample_dataset(
 
     ``ds`` is a tile's features dataset, lazy (straight from ``tile_features``, so the samples are
     gathered from the chunks in memory, in the same graph as their write) or opened from
-    ``features.zarr``. Every block of every feature is visited by one small task that keeps only
-    the sampled pixels; the selection is :func:`eoflow.sampling.sample_pixels` on
-    ``LULC_ERODED``, so it is the same whatever the chunking.
+    ``features.zarr``. One small task per spatial block keeps only the sampled pixels of every
+    variable there (each block's variables are in memory together), one task assembles the rows;
+    the selection is :func:`eoflow.sampling.sample_pixels` on ``LULC_ERODED``, so it is the same
+    whatever the chunking.
 
     Returns
     -------
@@ -107,11 +100,29 @@ def sample_dataset(
     pick = dask.delayed(sample_pixels, pure=True)(
         labels, fraction=fraction, exclude=list(exclude), seed=seed, tile_id=tile_id
     )
+    yx = labels.chunks
+    arrays = [lazy(f).rechunk({0: -1, 1: yx[0], 2: yx[1]}) for f in feats]
+    arrays += [lazy(f).rechunk(yx) for f in static]
+    # one task per spatial block gathers every variable there (a block of each is in memory
+    # together, on the worker that computed them), one task assembles the tile's rows
+    blocks = [a.to_delayed(optimize_graph=False).reshape(len(yx[0]), len(yx[1])) for a in arrays]
+    lab = labels.to_delayed(optimize_graph=False)
+    offsets = [np.r_[0, np.cumsum(c)[:-1]] for c in yx]
+    parts = [
+        dask.delayed(_gather_block, pure=True)(
+            pick,
+            int(offsets[0][iy]),
+            int(offsets[1][ix]),
+            lab[iy, ix],
+            *[b[iy, ix] for b in blocks],
+        )
+        for iy in range(len(yx[0]))
+        for ix in range(len(yx[1]))
+    ]
+    n_time = ds[feats[0]].shape[0] if feats else 0
     return dask.delayed(_finish, pure=True)(
-        pick, _gather(labels, pick), [_gather(lazy(f), pick) for f in feats],
-        [_gather(lazy(f).astype(np.float32), pick) for f in static],
-        ds["x"].values, ds["y"].values,
-    )  # fmt: skip
+        pick, parts, len(feats), n_time, ds["x"].values, ds["y"].values
+    )
 
 
 def sample_tile(
