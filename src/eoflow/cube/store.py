@@ -100,10 +100,23 @@ def is_done(store: Path, tile_id: str, config_hash: str) -> bool:
     return entry.get("n_files") is None or len(_tile_files(store, tile_id)) == entry["n_files"]
 
 
+def _compressor():
+    """Zstandard level 1 for every tile array.
+
+    Measured on a 25-date x 500 x 500 float32 feature of the benchmark (``benchmarks/vs_eolearn``):
+    writing 0.014-0.015 s at level 1 against 0.024-0.031 s at zarr's default (level 3), ratio
+    14.7 against 18.3, decoding equally fast. Tiles are written once per run and the write is
+    the second-largest cost of the features stage, so the faster level wins.
+    """
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=1)
+
+
 def _encoding(ds: xr.Dataset) -> dict:
     enc = {}
     for name, var in ds.data_vars.items():
-        e = {}
+        e = {"compressors": _compressor()}
         if var.chunks:
             e["chunks"] = tuple(c[0] for c in var.chunks)
         if var.dtype.kind == "f":
