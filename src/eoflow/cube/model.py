@@ -29,9 +29,17 @@ SPATIAL_DIMS = ("y", "x")
 
 
 def attach_grid(ds: xr.Dataset, tile: Tile) -> xr.Dataset:
-    """Write ``tile``'s CRS, transform and id onto ``ds`` (coords must already match)."""
-    ds = ds.rio.write_crs(tile.crs)
-    ds = ds.rio.write_transform(tile.affine)
+    """Write ``tile``'s CRS, transform and id onto ``ds`` (coords must already match).
+
+    The ``spatial_ref`` coordinate is made by rioxarray on an empty dataset and then attached:
+    rioxarray's dataset accessors visit every variable several times (about 30 ms per tile of
+    fourteen variables, in the client, for every tile), the result is the same.
+    """
+    grid = xr.Dataset(coords={"y": ds["y"], "x": ds["x"]})
+    grid = grid.rio.write_crs(tile.crs).rio.write_transform(tile.affine)
+    ds = ds.drop_vars("spatial_ref", errors="ignore").assign_coords(
+        spatial_ref=grid["spatial_ref"].variable
+    )
     for name in ds.data_vars:
         ds[name].attrs.pop("grid_mapping", None)
         ds[name].encoding["grid_mapping"] = "spatial_ref"

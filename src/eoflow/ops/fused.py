@@ -265,15 +265,14 @@ def interpolate_features(
         dn_off=np.array([d[1] for d in dn], np.float64),
         dn_nodata=np.array([d[2] for d in dn], np.int64),
         dtype=np.float32, chunks=((planes,), *mask.chunks[1:]),
+        meta=np.empty((0, 0, 0), np.float32),  # never call the kernel to learn its output type
     )  # fmt: skip
-    coords = {"time": grid, "y": ds["y"], "x": ds["x"]}
-    feats = {
-        r.name: xr.DataArray(
-            out[f * k : (f + 1) * k], dims=("time", "y", "x"), coords=coords, name=r.name
-        )
-        for f, r in enumerate(recipes)
-    }
-    yx = {"y": ds["y"], "x": ds["x"]}
-    n_obs = xr.DataArray(out[-2].astype(np.uint16), dims=("y", "x"), coords=yx, name="N_OBS")
-    count = xr.DataArray(out[-1].astype(np.uint16), dims=("y", "x"), coords=yx, name="VALID_COUNT")
-    return feats, n_obs, count
+    # one Dataset, so the indexes are built once (not once per feature)
+    res = xr.Dataset(
+        {r.name: (("time", "y", "x"), out[f * k : (f + 1) * k]) for f, r in enumerate(recipes)}
+        | {"N_OBS": (("y", "x"), out[-2].astype(np.uint16)),
+           "VALID_COUNT": (("y", "x"), out[-1].astype(np.uint16))},
+        coords={"time": grid, "y": ds["y"].variable, "x": ds["x"].variable},
+    )  # fmt: skip
+    feats = {r.name: res[r.name] for r in recipes}
+    return feats, res["N_OBS"], res["VALID_COUNT"]

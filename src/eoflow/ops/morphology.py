@@ -42,7 +42,7 @@ def erode_classes(labels: xr.DataArray, *, radius_px: int = 1, nodata: int = 0) 
     if hasattr(data, "map_overlap") and radius_px > 0:
         out = data.map_overlap(
             erode_labels, depth=radius_px, boundary="nearest", dtype=labels.dtype,
-            radius=radius_px, nodata=nodata,
+            meta=np.empty((0, 0), labels.dtype), radius=radius_px, nodata=nodata,
         )  # fmt: skip
     else:
         out = erode_labels(np.asarray(data), radius_px, nodata)

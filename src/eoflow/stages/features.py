@@ -86,7 +86,6 @@ def tile_features(
         frames_kept=[str(t) for t in ds["time"].values[kept]],
         frames_dropped=[str(t) for t in ds["time"].values[~keep]],
     )  # fmt: skip
-    res = res.rio.write_crs(ds.rio.crs).rio.write_transform(ds.rio.transform())
     res = attach_grid(res, _tile_of(ds))
     # Fuse the graph once, here: each chunk's reads go into the kernel's task (one task reads and
     # computes a chunk on one worker), and every consumer -- the write, sample_dataset -- then

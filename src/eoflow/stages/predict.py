@@ -59,7 +59,7 @@ def tile_prediction(
     fp = feats["FOOTPRINT"].data
     out = da.map_blocks(
         predict_block, stack, fp, model_text=model_text, class_ids=np.asarray(class_ids, np.float32),
-        dtype=np.float32, chunks=((2,), *stack.chunks[1:]),
+        dtype=np.float32, chunks=((2,), *stack.chunks[1:]), meta=np.empty((0, 0, 0), np.float32),
     )  # fmt: skip
     ds = xr.Dataset(
         {"CLASS": (("y", "x"), out[0].astype(np.uint16)), "MAX_PROB": (("y", "x"), out[1])},
