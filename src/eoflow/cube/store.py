@@ -166,7 +166,12 @@ def open_tile(store: Path, tile_id: str, *, check: dict | None = None) -> xr.Dat
             f"tile {tile_id} of {store} has {have} of its {entry['n_files']} files (chunks missing)",
             "rerun the stage that writes it with --resume; missing chunks are never read as fill values",
         )
-    ds = xr.open_zarr(store, group=tile_id, consolidated=False, decode_coords="all")
+    # inline_array: each chunk's read carries the zarr array itself instead of depending on a
+    # task that holds it (one task less per variable for the scheduler)
+    ds = xr.open_dataset(
+        store, group=tile_id, engine="zarr", consolidated=False, chunks={},
+        decode_coords="all", inline_array=True,
+    )  # fmt: skip
     if check and check.get("checksum") != tile_checksum(store, tile_id):
         raise DataError(f"tile {tile_id} of {store} changed since it was written", "rerun")
     return ds
