@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from eoflow.errors import DataError
@@ -139,10 +140,79 @@ def write_tile(ds: xr.Dataset, store: Path, tile_id: str, *, compute: bool = Tru
         ds[name].attrs = {k: v for k, v in ds[name].attrs.items() if v is not None}
     # write_empty_chunks: every chunk is written as it is; zarr's default first compares each
     # chunk with the fill value (several passes over it) to skip chunks that are all NaN
-    return ds.to_zarr(
-        store, group=tile_id, mode="w", encoding=_encoding(ds), consolidated=False,
-        compute=compute, zarr_format=3, write_empty_chunks=True,
-    )  # fmt: skip
+    kw = dict(mode="w", consolidated=False, zarr_format=3, write_empty_chunks=True)
+    if not compute and any(v.chunks for v in ds.data_vars.values()):
+        lazy = _write_lazy(ds, store, tile_id, _encoding(ds), kw)
+        if lazy is not None:
+            return lazy
+    return ds.to_zarr(store, group=tile_id, encoding=_encoding(ds), compute=compute, **kw)
+
+
+class _Targets:
+    """A tile's zarr arrays, kept opaque to Dask (which would walk their metadata per task)."""
+
+    __slots__ = ("arrays",)
+
+    def __init__(self, arrays: list) -> None:
+        self.arrays = arrays
+
+
+def _store_block(targets: _Targets, items: list, *blocks) -> int:
+    """Write the blocks of one spatial chunk of a tile, every variable (one task)."""
+    for (i, region), block in zip(items, blocks, strict=True):
+        targets.arrays[i][region] = block
+    return len(blocks)
+
+
+def _stored(*counts: int) -> int:
+    return sum(counts)
+
+
+def _write_lazy(ds: xr.Dataset, store: Path, tile_id: str, encoding: dict, kw: dict):
+    """The tile's metadata and coordinates now, its data as one task per spatial chunk.
+
+    xarray's ``to_zarr(compute=False)`` makes the metadata the same way (its CF encoding), then
+    two tasks per variable and chunk (store, finalize) through ``dask.array.store``, which
+    also walks every zarr array's metadata while it builds them (tens of ms per tile in the
+    client). Here a chunk's variables are written by one task. Uses xarray's writer internals;
+    when they are not there (another xarray), returns None and ``to_zarr`` is used.
+    """
+    import dask
+
+    try:
+        from xarray.backends.common import ArrayWriter
+        from xarray.backends.writers import dump_to_store, get_writable_zarr_store
+    except ImportError:  # pragma: no cover - another xarray layout
+        return None
+    zstore = get_writable_zarr_store(str(store), group=tile_id, **kw)
+    writer = ArrayWriter()
+    dump_to_store(ds, zstore, writer, encoding=encoding)  # metadata + in-memory coordinates
+    targets = _Targets(list(writer.targets))
+    by_chunk: dict[tuple, tuple[list, list]] = {}
+    for i, (src, region) in enumerate(zip(writer.sources, writer.regions, strict=True)):
+        starts = [np.r_[0, np.cumsum(c)[:-1]] for c in src.chunks]
+        for idx, block in np.ndenumerate(src.to_delayed(optimize_graph=False)):
+            where = tuple(
+                slice(int(st[j]), int(st[j]) + c[j])
+                for st, c, j in zip(starts, src.chunks, idx, strict=True)
+            )
+            if region:
+                where = tuple(
+                    slice((r.start or 0) + w.start, (r.start or 0) + w.stop)
+                    if isinstance(r, slice)
+                    else w
+                    for r, w in zip(region, where, strict=False)
+                )
+            items, blocks = by_chunk.setdefault(
+                tuple(w.start for w in where[-2:]), ([], [])
+            )  # spatial chunk
+            items.append((i, where))
+            blocks.append(block)
+    parts = [
+        dask.delayed(_store_block, pure=False)(targets, items, *blocks)
+        for items, blocks in by_chunk.values()
+    ]
+    return dask.delayed(_stored, pure=False)(*parts)
 
 
 def open_tile(store: Path, tile_id: str, *, check: dict | None = None) -> xr.Dataset:
