@@ -63,7 +63,7 @@ STAGE_PRIORITY = (
     ("filter", ("truediv", "maximum")),
     ("masks", ("eq", "ne", "and_", "sum", "any", "astype", "aggregate")),
     ("merge", ("stack", "rechunk")),
-    ("write", ("store", "map", "finalize_store")),
+    ("write", ("store", "map", "finalize_store", "store_block", "stored")),
     ("read", ("original", "open_dataset")),
 )
 
