@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["interp_masked", "normalized_difference"]
+__all__ = ["gather_series", "interp_masked", "normalized_difference"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,3 +63,20 @@ def normalized_difference(a, b):
         s = x + y
         fo[i] = (x - y) / s if s != 0 else np.float32(np.nan)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_series(blocks, rows, cols, out, first):
+    """``out[first + i, :, f] = blocks[f][:, rows[i], cols[i]]`` for every picked pixel ``i``.
+
+    ``blocks`` a tuple of (t, h, w) float32 arrays (one per feature), ``out`` (n, t, n_feat)
+    float32. Pixel by pixel, so each row of ``out`` is written once, contiguously, and the
+    blocks are read near the previous pixel (the picks are sorted by row and column).
+    """
+    n_feat = len(blocks)
+    for i in range(rows.shape[0]):
+        r, c = rows[i], cols[i]
+        for f in range(n_feat):
+            b = blocks[f]
+            for q in range(b.shape[0]):
+                out[first + i, q, f] = b[q, r, c]

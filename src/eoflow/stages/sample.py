@@ -40,35 +40,51 @@ SAMPLE_ARRAYS = ("X", "S", "y", "tile", "row", "col", "xcoord", "ycoord")
 _CHUNK_ROWS = 65_536
 
 
-def _gather_block(pick: tuple, y0: int, x0: int, labels: np.ndarray, *blocks) -> tuple:
-    """The sampled pixels inside one spatial block: their positions in ``pick``, their labels and
-    each variable's values there (``(time, n)`` for a time series, ``(n,)`` for a static layer)."""
+def _gather_block(pick: tuple, y0: int, x0: int, n_feat: int, labels: np.ndarray, *blocks) -> tuple:
+    """The sampled pixels inside one spatial block: their positions in ``pick``, their labels,
+    the ``n_feat`` time series as ``(n, time, feature)`` float32 and the static layers' values."""
+    from eoflow.ops._kernels import gather_series
+
     rows, cols = pick
     h, w = labels.shape
     inside = np.flatnonzero((rows >= y0) & (rows < y0 + h) & (cols >= x0) & (cols < x0 + w))
     r, c = rows[inside] - y0, cols[inside] - x0
-    return inside, labels[r, c], [b[..., r, c] for b in blocks]
+    series = tuple(np.ascontiguousarray(b, dtype=np.float32) for b in blocks[:n_feat])
+    X = np.empty((inside.size, series[0].shape[0] if series else 0, n_feat), np.float32)
+    if series and inside.size:
+        gather_series(series, r, c, X, 0)
+    return inside, labels[r, c], X, [b[r, c] for b in blocks[n_feat:]]
 
 
 def _finish(pick, parts: list, n_feat: int, n_time: int, xs, ys) -> dict[str, np.ndarray]:
     """One tile's samples from its blocks' parts (rows in ``pick`` order)."""
     rows, cols = pick
     n = rows.size
-    X = np.empty((n, n_time, n_feat), np.float32)
-    y = np.empty(n, np.int32)
-    S = None
-    for inside, labels, values in parts:
-        y[inside] = labels
-        for f, v in enumerate(values[:n_feat]):
-            X[inside, :, f] = v.T
-        if S is None:
-            S = np.empty((n, len(values) - n_feat), np.float32)
-        for f, v in enumerate(values[n_feat:]):
-            S[inside, f] = v
+    n_static = len(parts[0][3]) if parts else 0
+    if len(parts) == 1 and parts[0][0].size == n:  # one block holds every pick, in order
+        _, y, X, static = parts[0]
+        S = np.stack(static, axis=-1).astype(np.float32) if static else None
+    else:
+        X = np.empty((n, n_time, n_feat), np.float32)
+        y = np.empty(n, np.int32)
+        S = np.empty((n, n_static), np.float32)
+        for inside, labels, values, static in parts:
+            y[inside] = labels
+            X[inside] = values
+            for f, v in enumerate(static):
+                S[inside, f] = v
     return {
-        "X": X, "S": S if S is not None else np.zeros((n, 0), np.float32), "y": y,
-        "row": rows, "col": cols, "xcoord": np.asarray(xs)[cols], "ycoord": np.asarray(ys)[rows],
+        "X": X, "S": S if S is not None else np.zeros((n, 0), np.float32),
+        "y": np.asarray(y).astype(np.int32, copy=False), "row": rows, "col": cols,
+        "xcoord": np.asarray(xs)[cols], "ycoord": np.asarray(ys)[rows],
     }  # fmt: skip
+
+
+def _sample_block(labels, n_feat: int, n_time: int, xs, ys, kw: dict, *blocks) -> dict:
+    """A one-block tile's samples in one task: choose the pixels, gather them, assemble."""
+    pick = sample_pixels(labels, **kw)
+    part = _gather_block(pick, 0, 0, n_feat, labels, *blocks)
+    return _finish(pick, [part], n_feat, n_time, xs, ys)
 
 
 def sample_dataset(
@@ -97,32 +113,35 @@ def sample_dataset(
 
     feats, static = list(ds.attrs["features"]), list(ds.attrs.get("static_features", []))
     labels = lazy("LULC_ERODED")
-    pick = dask.delayed(sample_pixels, pure=True)(
-        labels, fraction=fraction, exclude=list(exclude), seed=seed, tile_id=tile_id
-    )
+    kw = {"fraction": fraction, "exclude": list(exclude), "seed": seed, "tile_id": tile_id}
     yx = labels.chunks
     arrays = [lazy(f).rechunk({0: -1, 1: yx[0], 2: yx[1]}) for f in feats]
     arrays += [lazy(f).rechunk(yx) for f in static]
-    # one task per spatial block gathers every variable there (a block of each is in memory
-    # together, on the worker that computed them), one task assembles the tile's rows
     blocks = [a.to_delayed(optimize_graph=False).reshape(len(yx[0]), len(yx[1])) for a in arrays]
     lab = labels.to_delayed(optimize_graph=False)
+    n_time = ds[feats[0]].shape[0] if feats else 0
+    xs, ys = ds["x"].values, ds["y"].values
+    if labels.numblocks == (1, 1):  # one task does it all
+        return dask.delayed(_sample_block, pure=True)(
+            lab[0, 0], len(feats), n_time, xs, ys, kw, *[b[0, 0] for b in blocks]
+        )
+    # one task per spatial block gathers every variable there (a block of each is in memory
+    # together, on the worker that computed them), one task assembles the tile's rows
+    pick = dask.delayed(sample_pixels, pure=True)(labels, **kw)
     offsets = [np.r_[0, np.cumsum(c)[:-1]] for c in yx]
     parts = [
         dask.delayed(_gather_block, pure=True)(
             pick,
             int(offsets[0][iy]),
             int(offsets[1][ix]),
+            len(feats),
             lab[iy, ix],
             *[b[iy, ix] for b in blocks],
         )
         for iy in range(len(yx[0]))
         for ix in range(len(yx[1]))
     ]
-    n_time = ds[feats[0]].shape[0] if feats else 0
-    return dask.delayed(_finish, pure=True)(
-        pick, parts, len(feats), n_time, ds["x"].values, ds["y"].values
-    )
+    return dask.delayed(_finish, pure=True)(pick, parts, len(feats), n_time, xs, ys)
 
 
 def sample_tile(
