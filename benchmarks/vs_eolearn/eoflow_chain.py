@@ -59,11 +59,35 @@ STAGE_PRIORITY = (
     ),
     ("indices", ("normalized_difference", "_nd")),
     ("erosion", ("erode_labels", "overlap", "trim")),
-    ("sampling", ("sample_tile", "sample_pixels", "gather_block", "assemble", "finish")),
+    (
+        "sampling",
+        (
+            "sample_tile",
+            "sample_block",
+            "sample_pixels",
+            "gather_block",
+            "assemble",
+            "finish",
+            "slice_part",
+            "part_layout",
+            "tag_part",
+        ),
+    ),
     ("filter", ("truediv", "maximum")),
     ("masks", ("eq", "ne", "and_", "sum", "any", "astype", "aggregate")),
     ("merge", ("stack", "rechunk")),
-    ("write", ("store", "map", "finalize_store", "store_block", "stored")),
+    (
+        "write",
+        (
+            "store",
+            "map",
+            "finalize_store",
+            "store_block",
+            "stored",
+            "write_chunk",
+            "checksum_after",
+        ),
+    ),
     ("read", ("original", "open_dataset")),
 )
 
@@ -88,10 +112,15 @@ def stage_seconds(records: list[dict]) -> tuple[dict[str, float], dict[str, floa
         )
         prefix = key_split(rec["key"])
         by_prefix[prefix] = by_prefix.get(prefix, 0.0) + dur
+    return stages_of_prefixes(by_prefix), by_prefix
+
+
+def stages_of_prefixes(by_prefix: dict[str, float]) -> dict[str, float]:
+    """Seconds per benchmark stage from seconds per task prefix (the report recomputes with it)."""
     stages = dict.fromkeys(common.STAGES, 0.0)
     for prefix, dur in by_prefix.items():
         stages[_stage_of(prefix)] += dur
-    return stages, by_prefix
+    return stages
 
 
 def features_config():

@@ -120,6 +120,16 @@ def _fmt(v: float, nd: int = 1) -> str:
     return "-" if v != v else f"{v:.{nd}f}"
 
 
+def _stages(run: dict) -> dict[str, float]:
+    """A run's seconds per stage; eoflow's recomputed from its task prefixes (current mapping)."""
+    prefixes = run.get("inner", {}).get("task_prefix_seconds")
+    if run["system"] == "eoflow" and prefixes:
+        from benchmarks.vs_eolearn.eoflow_chain import stages_of_prefixes
+
+        return stages_of_prefixes(prefixes)
+    return run["stage_seconds"]
+
+
 def summarise(runs: list[dict]) -> dict[int, dict[str, dict]]:
     """Median of each metric per (size, system) over the repeats."""
     out: dict[int, dict[str, dict]] = {}
@@ -129,9 +139,8 @@ def summarise(runs: list[dict]) -> dict[int, dict[str, dict]]:
             rs = [r for r in runs if r["patches"] == n and r["system"] == system and r["ok"]]
             if not rs:
                 continue
-            stages = {
-                st: _med([r["stage_seconds"].get(st, 0.0) for r in rs]) / n for st in common.STAGES
-            }
+            stage_runs = [_stages(r) for r in rs]
+            stages = {st: _med([s.get(st, 0.0) for s in stage_runs]) / n for st in common.STAGES}
             out[n][system] = {
                 "runs": len(rs),
                 "walls": [round(r["wall_s"], 1) for r in rs],
