@@ -186,8 +186,8 @@ def codecs(frames: np.ndarray, interpolated: np.ndarray) -> list[dict]:
     from zarr.codecs import BloscCodec, ZstdCodec
 
     cands = {
-        "zstd level 3 (zarr's default; eoflow's)": [ZstdCodec(level=3)],
-        "zstd level 1": [ZstdCodec(level=1)],
+        "zstd level 3 (zarr's default)": [ZstdCodec(level=3)],
+        "zstd level 1 (eoflow's)": [ZstdCodec(level=1)],
         "blosc lz4 + byte shuffle": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
         "blosc zstd 1 + byte shuffle": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
         "none": None,

@@ -59,10 +59,12 @@ NOTES = """\
   runner does. The samples are gathered from the features in memory, in the same graph as their
   Zarr write, stay on the workers and are written to `samples.zarr` in whole chunks by the
   workers (`SampleWriter`; eoflow's pipeline runs the same functions in its own `sample` stage
-  on `features.zarr`, so that stage can be re-run alone). Inputs and features in Zarr v3 (zstd,
-  chosen by measurement: see the codec table below), samples Blosc LZ4 + shuffle. **Edge
-  rule**: erosion uses `map_overlap` with depth = radius, so chunk edges never act as borders;
-  the array edge is padded by replication, so (as with OpenCV) it never erodes a pixel by itself.
+  on `features.zarr`, so that stage can be re-run alone). Features in Zarr v3 with zstd level 1
+  (eoflow's tile codec, chosen by measurement: see the codec table below; the prepared inputs
+  keep the codec they were written with), samples Blosc LZ4 + shuffle. **Edge rule**: erosion
+  uses `map_overlap` with depth = radius, so chunk edges never act as borders (a tile that is
+  one chunk is eroded by one `map_blocks` task); the array edge is padded by replication, so
+  (as with OpenCV) it never erodes a pixel by itself.
 * **Measurement**: each system runs as a fresh process tree (interpreter start, imports, cluster
   or executor start-up included). Wall = spawn to exit; CPU = user + system of the whole tree
   (`getrusage(RUSAGE_CHILDREN)`, cross-checked with psutil); peak RSS (tree) = largest sum of RSS
@@ -118,6 +120,14 @@ def _ratio(a: float, b: float) -> str:
 
 def _fmt(v: float, nd: int = 1) -> str:
     return "-" if v != v else f"{v:.{nd}f}"
+
+
+def _codec_label(label: str) -> str:
+    """Codec labels of earlier records named zarr's default level 3 as eoflow's; it is level 1."""
+    return {
+        "zstd level 3 (zarr's default; eoflow's)": "zstd level 3 (zarr's default)",
+        "zstd level 1": "zstd level 1 (eoflow's)",
+    }.get(label, label)
 
 
 def _stages(run: dict) -> dict[str, float]:
@@ -283,7 +293,7 @@ def _profile_table(p: dict) -> list[str]:
             "|---|---|---:|---:|---:|",
         ]
         lines += [
-            f"| {c['array']} ({c['mb']:.0f} MB) | {c['codec']} | {c['write_s']:.3f} | "
+            f"| {c['array']} ({c['mb']:.0f} MB) | {_codec_label(c['codec'])} | {c['write_s']:.3f} | "
             f"{c['read_s']:.3f} | {c['ratio']:.1f} |"
             for c in p["codecs"]
         ]
