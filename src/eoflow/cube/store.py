@@ -182,14 +182,16 @@ def _write_lazy(ds: xr.Dataset, store: Path, tile_id: str, encoding: dict, kw: d
     try:
         from xarray.backends.common import ArrayWriter
         from xarray.backends.writers import dump_to_store, get_writable_zarr_store
-    except ImportError:  # pragma: no cover - another xarray layout
-        return None
-    zstore = get_writable_zarr_store(str(store), group=tile_id, **kw)
-    writer = ArrayWriter()
-    dump_to_store(ds, zstore, writer, encoding=encoding)  # metadata + in-memory coordinates
-    targets = _Targets(list(writer.targets))
+
+        zstore = get_writable_zarr_store(str(store), group=tile_id, **kw)
+        writer = ArrayWriter()
+        dump_to_store(ds, zstore, writer, encoding=encoding)  # metadata + in-memory coordinates
+        sources, regions = list(writer.sources), list(writer.regions)
+        targets = _Targets(list(writer.targets))
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - another xarray layout
+        return None  # to_zarr (mode "w") then rewrites the group from scratch
     by_chunk: dict[tuple, tuple[list, list]] = {}
-    for i, (src, region) in enumerate(zip(writer.sources, writer.regions, strict=True)):
+    for i, (src, region) in enumerate(zip(sources, regions, strict=True)):
         starts = [np.r_[0, np.cumsum(c)[:-1]] for c in src.chunks]
         for idx, block in np.ndenumerate(src.to_delayed(optimize_graph=False)):
             where = tuple(
