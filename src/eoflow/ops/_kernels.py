@@ -66,8 +66,8 @@ def normalized_difference(a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def gather_series(blocks, rows, cols, out, first):
-    """``out[first + i, :, f] = blocks[f][:, rows[i], cols[i]]`` for every picked pixel ``i``.
+def gather_series(blocks, rows, cols, out):
+    """``out[i, :, f] = blocks[f][:, rows[i], cols[i]]`` for every picked pixel ``i``.
 
     ``blocks`` a tuple of (t, h, w) float32 arrays (one per feature), ``out`` (n, t, n_feat)
     float32. Pixel by pixel, so each row of ``out`` is written once, contiguously, and the
@@ -79,4 +79,4 @@ def gather_series(blocks, rows, cols, out, first):
         for f in range(n_feat):
             b = blocks[f]
             for q in range(b.shape[0]):
-                out[first + i, q, f] = b[q, r, c]
+                out[i, q, f] = b[q, r, c]

@@ -74,8 +74,9 @@ def fused_features(srcs, n_f, dns, n_dn, dn_inv, dn_off, dn_nodata, mask, frames
     none); ``mask`` (t, h, w) bool, ``frames`` (n,) the frames to use in time order,
     ``kind``/``ia``/``ib`` (n_feat,) recipes, ``src_t`` (n,) and ``dst_t`` (k,) increasing float64
     days. Returns ``(n_feat * k + 2, h, w)`` float32: each feature's interpolated series, the
-    number of valid observations among ``frames``, then among all frames of ``mask``. Non-finite values never count; outside the valid range the
-    nearest valid value is held; no valid observation gives NaN.
+    number of valid observations among ``frames``, then among all frames of ``mask``. Non-finite
+    values never count; outside the valid range the nearest valid value is held; no valid
+    observation gives NaN.
 
     Each image row of the kept frames is copied into a small buffer (fits in cache), converting
     digital numbers on the way (no float32 copy of a uint16 band), and every normalised

@@ -52,7 +52,7 @@ def _gather_block(pick: tuple, y0: int, x0: int, n_feat: int, labels: np.ndarray
     series = tuple(np.ascontiguousarray(b, dtype=np.float32) for b in blocks[:n_feat])
     X = np.empty((inside.size, series[0].shape[0] if series else 0, n_feat), np.float32)
     if series and inside.size:
-        gather_series(series, r, c, X, 0)
+        gather_series(series, r, c, X)
     return inside, labels[r, c], X, [b[r, c] for b in blocks[n_feat:]]
 
 
