@@ -141,11 +141,12 @@ def write_tile(ds: xr.Dataset, store: Path, tile_id: str, *, compute: bool = Tru
     # write_empty_chunks: every chunk is written as it is; zarr's default first compares each
     # chunk with the fill value (several passes over it) to skip chunks that are all NaN
     kw = dict(mode="w", consolidated=False, zarr_format=3, write_empty_chunks=True)
+    encoding = _encoding(ds)
     if not compute and any(v.chunks for v in ds.data_vars.values()):
-        lazy = _write_lazy(ds, store, tile_id, _encoding(ds), kw)
+        lazy = _write_lazy(ds, store, tile_id, encoding, kw)
         if lazy is not None:
             return lazy
-    return ds.to_zarr(store, group=tile_id, encoding=_encoding(ds), compute=compute, **kw)
+    return ds.to_zarr(store, group=tile_id, encoding=encoding, compute=compute, **kw)
 
 
 class _Targets:
