@@ -37,20 +37,19 @@ import argparse
 import shutil
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.vs_eolearn import common
 
-BATCH = 8
-"""Patches submitted together (eoflow's ``cluster.batch_tiles`` default)."""
+WINDOW = 8
+"""Patches computing at once (eoflow's ``cluster.batch_tiles`` default)."""
 
 # Dask task-name components -> benchmark stage. Dask fuses chains of tasks into one task whose name
 # joins the parts ("getitem-overlap-store-map"); a fused task is charged to its first component in
 # this priority order, so e.g. the zarr write fused behind the interpolation counts as interpolation.
-# eoflow.ops.fused.fused_features (indices, validity and interpolation in one numba pass per chunk)
+# eoflow.ops._fused_kernel.fused_features (indices, validity and interpolation in one numba pass per chunk)
 # counts as interpolation: with it, the indices and masks columns only hold what runs outside it.
 STAGE_PRIORITY = (
     (
@@ -73,7 +72,7 @@ STAGE_PRIORITY = (
             "tag_part",
         ),
     ),
-    ("filter", ("truediv", "maximum")),
+    ("filter", ("truediv", "maximum", "_clm_counts_block", "clm_counts_block")),
     ("masks", ("eq", "ne", "and_", "sum", "any", "astype", "aggregate")),
     ("merge", ("stack", "rechunk")),
     (
@@ -160,15 +159,13 @@ def _incoming_by_prefix(dask_worker) -> dict:
 def _prepass(client, store: Path, tids: list[str], fcfg) -> dict:
     """Open each patch and submit its frame filter (one number per frame) at high priority."""
     from eoflow.cube.store import open_tile
-    from eoflow.ops.masks import valid_mask
-    from eoflow.ops.temporal import frame_valid_fraction
-    from eoflow.stages.features import feature_recipes, footprint
+    from eoflow.stages.features import feature_recipes, frame_fraction
 
     out = {}
     for tid in tids:
         ds = open_tile(store, tid)
         feature_recipes(ds, fcfg)  # validates the bands early, as the stage does
-        fraction = frame_valid_fraction(valid_mask(ds, how="clm"), footprint(ds))
+        fraction = frame_fraction(ds, fcfg)
         out[tid] = (ds, client.compute(fraction, priority=10))
     return out
 
@@ -180,18 +177,12 @@ def run(
     out: Path,
     result: Path,
     allocator: str | None = None,
-    inflight_batches: int = 1,
+    window: int = WINDOW,
 ) -> dict:
     """Run the chain on patches ``0..n-1`` with ``workers`` single-threaded Dask workers."""
     t_start = time.perf_counter()
-    import dask
-    from distributed import get_task_stream
-
     from eoflow.cluster import connect
     from eoflow.config import ClusterConfig
-    from eoflow.cube.store import checksum_after, write_ledger, write_tile
-    from eoflow.stages.features import tile_features
-    from eoflow.stages.sample import SampleWriter, sample_dataset, tag_part
 
     t_import = time.perf_counter() - t_start
     shutil.rmtree(out, ignore_errors=True)
@@ -199,7 +190,6 @@ def run(
     fstore, sstore = out / "features.zarr", out / "samples.zarr"
     fcfg = features_config()
     tile_ids = [common.tile_id(k) for k in range(n)]
-    batches = [tile_ids[b : b + BATCH] for b in range(0, n, BATCH)]
     phases = {"cluster_start": 0.0, "build": 0.0, "compute": 0.0, "append": 0.0}
     frames_kept: dict[str, int] = {}
     t0 = time.perf_counter()
@@ -208,67 +198,64 @@ def run(
         n_workers=workers, threads_per_worker=1, dashboard_address=":0", **alloc
     )
     with connect(cluster_cfg, quiet=True) as client:
+        # the workers boot in the background (eoflow.cluster.connect) while this process imports
         phases["cluster_start"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        import dask
+        from distributed import get_task_stream
+
+        from eoflow.cube.store import checksum_after, write_ledger, write_tile
+        from eoflow.stages._runner import run_window
+        from eoflow.stages.features import tile_features
+        from eoflow.stages.sample import SampleWriter, part_layout, sample_dataset, tag_part
+
+        t_import += time.perf_counter() - t1
         with get_task_stream(client) as ts:
             state: dict = {"grid": None, "writer": None}
-            pending = _prepass(client, store, batches[0], fcfg)
-            inflight: deque = deque()
+            pending: dict = {}
 
-            def build(i: int) -> list:
+            def prepare(tid: str) -> None:
+                pending.update(_prepass(client, store, [tid], fcfg))
+
+            def submit(tid: str) -> list:
+                # built in the client while the tiles already submitted compute (as eoflow's
+                # stage runner does: ``eoflow.stages._runner.run_window``)
                 t1 = time.perf_counter()
-                graphs = []
-                for tid in batches[i]:
-                    ds, fraction = pending.pop(tid)
-                    keep = np.asarray(fraction.result()) > fcfg.min_valid_fraction
-                    if state["grid"] is None:
-                        grid = common.grid_instants(ds["time"].values).astype("datetime64[ns]")
-                        state["grid"] = grid
-                        state["writer"] = SampleWriter(sstore, samples_attrs(tile_ids, grid),
-                                                       client=client)  # fmt: skip
-                    feats = tile_features(ds, keep, ds["LULC"], fcfg=fcfg, grid=state["grid"])
-                    frames_kept[tid] = int(keep.sum())
-                    graphs.append(
-                        dask.delayed(checksum_after, pure=False)(
-                            write_tile(feats, fstore, tid, compute=False), str(fstore), tid
-                        )
-                    )
-                    # the samples are gathered from the features in memory, in the same graph;
-                    # they stay on the worker, which also writes them into samples.zarr
-                    sampled = sample_dataset(feats, tid, fraction=common.SAMPLE_FRACTION,
-                                             exclude=list(common.SAMPLE_EXCLUDE),
-                                             seed=common.SAMPLE_SEED)  # fmt: skip
-                    graphs.append(dask.delayed(tag_part, pure=True)(sampled, tile_ids.index(tid)))
+                ds, fraction = pending.pop(tid)
+                keep = np.asarray(fraction.result()) > fcfg.min_valid_fraction
+                if state["grid"] is None:
+                    grid = common.grid_instants(ds["time"].values).astype("datetime64[ns]")
+                    state["grid"] = grid
+                    state["writer"] = SampleWriter(sstore, samples_attrs(tile_ids, grid),
+                                                   client=client)  # fmt: skip
+                feats = tile_features(ds, keep, ds["LULC"], fcfg=fcfg, grid=state["grid"])
+                frames_kept[tid] = int(keep.sum())
+                written = dask.delayed(checksum_after, pure=False)(
+                    write_tile(feats, fstore, tid, compute=False), str(fstore), tid
+                )
+                # the samples are gathered from the features in memory, in the same graph; they
+                # stay on the worker, which also writes them into samples.zarr
+                sampled = sample_dataset(feats, tid, fraction=common.SAMPLE_FRACTION,
+                                         exclude=list(common.SAMPLE_EXCLUDE),
+                                         seed=common.SAMPLE_SEED)  # fmt: skip
+                part = dask.delayed(tag_part, pure=True)(sampled, tile_ids.index(tid))
+                layout = dask.delayed(part_layout, pure=True)(part)  # rows, for the writer
+                futures = client.compute([written, part, layout])
                 phases["build"] += time.perf_counter() - t1
-                return graphs
+                return futures
 
-            def launch(i: int, graphs: list) -> None:
-                # one graph per batch (as eoflow's stage runner), then the next batch's frame
-                # filter, which runs first (high priority) while this batch computes
-                inflight.append((batches[i], client.compute(graphs)))
-                if i + 1 < len(batches):
-                    pending.update(_prepass(client, store, batches[i + 1], fcfg))
-
-            launch(0, build(0))
-            for i in range(len(batches)):
-                # the next batch's graphs are built while this one computes (as the stage
-                # runner does) and submitted when it is done: one batch in flight
-                ahead = build(i + 1) if i + 1 < len(batches) else None
-                if ahead is not None and inflight_batches > 1:
-                    launch(i + 1, ahead)  # queued behind batch i
-                    ahead = None
+            def finish(tid: str, futures: list) -> None:
+                # in patch order, so samples.zarr rows stay ordered
                 t2 = time.perf_counter()
-                batch, futures = inflight.popleft()
-                for j, tid in enumerate(batch):  # in patch order: samples.zarr rows stay ordered
-                    checksum = futures[2 * j].result()  # read by a worker after the write
-                    write_ledger(fstore, tid, config_hash="vs_eolearn", checksum=checksum)
-                    t3 = time.perf_counter()
-                    state["writer"].add(futures[2 * j + 1])  # only a row count comes back
-                    phases["append"] += time.perf_counter() - t3
-                    futures[2 * j].release()
-                    futures[2 * j + 1] = None  # the writer holds the part until it is written
+                checksum = futures[0].result()  # read by a worker after the write
+                write_ledger(fstore, tid, config_hash="vs_eolearn", checksum=checksum)
+                t3 = time.perf_counter()
+                state["writer"].add(futures[1], futures[2])  # only a row count comes back
+                phases["append"] += time.perf_counter() - t3
+                futures[0].release()
                 phases["compute"] += time.perf_counter() - t2
-                if ahead is not None:
-                    launch(i + 1, ahead)
+
+            run_window(tile_ids, submit, finish, window=window, prepare=prepare)
             n_samples = state["writer"].close()
         records = ts.data
         cpu = {"workers": list(client.run(_cpu_seconds).values()), "main": _cpu_seconds()}
@@ -331,14 +318,21 @@ def main(argv: list[str] | None = None) -> int:
         choices=("system", "retain", "jemalloc"),
         help="cluster.allocator of the workers (default: eoflow's default, retain)",
     )
-    ap.add_argument("--inflight-batches", type=int, default=1, choices=(1, 2),
-                    help="1 (eoflow's stage runner) or 2 (next batch queued behind; measured: "
-                         "no faster on 2 cores, more memory)")  # fmt: skip
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=WINDOW,
+        help="patches computing at once (eoflow's cluster.batch_tiles)",
+    )
     args = ap.parse_args(argv)
     run(args.store, args.n, args.workers, args.out, args.result, allocator=args.allocator,
-        inflight_batches=args.inflight_batches)  # fmt: skip
+        window=args.window)  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    import gc
+
+    gc.freeze()  # as the eoflow command does (eoflow.cli.main.run): no final sweep at exit
+    sys.exit(code)

@@ -62,8 +62,13 @@ def _worker_env(cfg: ClusterConfig) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def connect(cfg: ClusterConfig, *, address: str | None = None, quiet: bool = False) -> Iterator:
+def connect(
+    cfg: ClusterConfig, *, address: str | None = None, quiet: bool = False, wait: bool = False
+) -> Iterator:
     """Yield a ``distributed.Client``; close what we started on exit.
+
+    A local cluster's workers start in the background (see :func:`_start_local`): submitted
+    work waits for them, but ``client.run`` or ``scheduler_info()`` right away may see fewer.
 
     Parameters
     ----------
@@ -71,50 +76,76 @@ def connect(cfg: ClusterConfig, *, address: str | None = None, quiet: bool = Fal
         The run's cluster section.
     address
         Overrides ``cfg.address`` (the CLI's ``--scheduler``).
+    wait
+        Wait until every local worker has started before yielding.
     """
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     address = address or cfg.address
-    cluster = None
-    try:
-        if address:
-            try:
-                client = Client(address, timeout="20s")
-            except (OSError, TimeoutError) as exc:
-                raise ClusterError(
-                    f"cannot reach the Dask scheduler at {address}: {exc}",
-                    "check the address and that the scheduler is running",
-                ) from exc
-        else:
-            n, threads = _local_sizes(cfg)
-            net = {"host": "127.0.0.1", "protocol": "tcp://"}  # loopback only, threads or processes
-            spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-                         **_worker_env(cfg)}  # fmt: skip
-            saved = {k: os.environ.get(k) for k in spawn_env}
-            try:
-                with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}):
-                    cluster = LocalCluster(
-                        n_workers=n, threads_per_worker=threads, processes=cfg.processes,
-                        dashboard_address=cfg.dashboard_address, memory_limit=cfg.memory_limit,
-                        silence_logs=logging.CRITICAL, **net,
-                    )  # fmt: skip
-            finally:  # the nanny sets them in this process too: keep them to the workers
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-            client = Client(cluster)
-        if not quiet:
-            print(f"eoflow: Dask dashboard: {dashboard_link(client)}", file=sys.stderr)
-        yield client
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close()
+    cluster = client = None
+    with contextlib.ExitStack() as stack:
+        try:
+            if address:
+                try:
+                    client = Client(address, timeout="20s")
+                except (OSError, TimeoutError) as exc:
+                    raise ClusterError(
+                        f"cannot reach the Dask scheduler at {address}: {exc}",
+                        "check the address and that the scheduler is running",
+                    ) from exc
+            else:
+                cluster = _start_local(cfg, stack)
+                # by address: a Client given the cluster object would wait for its workers
+                client = Client(cluster.scheduler_address)
+                if wait:
+                    client.wait_for_workers(len(cluster.worker_spec), timeout=120)
+            if not quiet:
+                print(f"eoflow: Dask dashboard: {dashboard_link(client)}", file=sys.stderr)
+            yield client
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close()
+
+
+def _start_local(cfg: ClusterConfig, stack: contextlib.ExitStack):
+    """A LocalCluster whose workers boot (and warm up: :mod:`eoflow.worker`) in the background.
+
+    It starts with no worker and is scaled at once, so the client goes on (opens tiles, builds
+    graphs) while the worker processes start; tasks wait for them. The workers' allocator
+    settings must be in the environment when each process is spawned, which now happens later,
+    on the cluster's event loop: they stay in the Dask config and in this process's environment
+    (the nanny sets them here) until ``stack`` closes, then the environment is restored.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    n, threads = _local_sizes(cfg)
+    net = {"host": "127.0.0.1", "protocol": "tcp://"}  # loopback only, threads or processes
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+                 **_worker_env(cfg)}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in spawn_env}
+
+    def restore() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    stack.callback(restore)  # runs after the cluster is closed (registered first)
+    stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}))
+    cluster = LocalCluster(
+        n_workers=0, threads_per_worker=threads, processes=cfg.processes,
+        dashboard_address=cfg.dashboard_address, memory_limit=cfg.memory_limit,
+        silence_logs=logging.CRITICAL, **({"preload": ["eoflow.worker"]} if cfg.processes else {}),
+        **net,
+    )  # fmt: skip
+    cluster.scale(n)
+    return cluster
 
 
 def dashboard_link(client) -> str:

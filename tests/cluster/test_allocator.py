@@ -22,7 +22,7 @@ def _jemalloc_mapped() -> bool:
 
 def _mapped_in_workers(allocator: str) -> list[bool]:
     cfg = ClusterConfig(n_workers=2, threads_per_worker=1, allocator=allocator)
-    with cluster.connect(cfg, quiet=True) as client:
+    with cluster.connect(cfg, quiet=True, wait=True) as client:
         return list(client.run(_jemalloc_mapped).values())
 
 
@@ -51,7 +51,7 @@ def _kept_after_free() -> int:
 
 def _worker_kept(allocator: str) -> list[int]:
     cfg = ClusterConfig(n_workers=1, threads_per_worker=1, allocator=allocator)
-    with cluster.connect(cfg, quiet=True) as client:
+    with cluster.connect(cfg, quiet=True, wait=True) as client:
         return list(client.run(_kept_after_free).values())
 
 

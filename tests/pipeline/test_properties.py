@@ -300,3 +300,65 @@ def test_add_indices_reads_digital_numbers_as_reflectance():
     np.testing.assert_array_equal(got, want)
     b08, b04 = dn["B08"].astype(np.float64), dn["B04"].astype(np.float64)
     assert not np.allclose(got[1:], ((b08 - b04) / (b08 + b04))[1:])  # the DN's own NDVI differs
+
+
+@st.composite
+def runs_of_masks(draw):
+    """A 2 x w block whose pixels come in runs sharing their valid frames (as under clouds)."""
+    t = draw(st.integers(1, 12))
+    lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=6))
+    patterns = draw(arrays(np.bool_, (len(lengths), t)))
+    valid = np.concatenate([np.repeat(p[:, None], n, axis=1) for p, n in zip(patterns, lengths)],
+                           axis=1)  # fmt: skip
+    valid = np.stack([valid, valid[:, ::-1]], axis=1)  # (t, 2, w): two rows
+    w = valid.shape[2]
+    vals = draw(arrays(np.float32, (t, 2, w), elements=st.floats(-1, 1, width=32)))
+    days = draw(st.lists(st.integers(0, 364), min_size=t, max_size=t, unique=True))
+    times = np.datetime64("2017-01-01", "ns") + np.array(sorted(days)) * np.timedelta64(1, "D")
+    return times, vals, valid
+
+
+@given(runs_of_masks(), st.integers(1, 5))
+def test_fused_features_on_runs_of_pixels_sharing_their_frames(s, chunk):
+    """Runs of pixels that share their valid frames (interpolated with shared weights) give
+    exactly the per-pixel interpolation, whatever the runs' lengths and the chunking."""
+    from eoflow.ops.fused import interpolate_features, recipes_for
+
+    times, vals, valid = s
+    coords = {"time": times, "y": [0, 1], "x": np.arange(vals.shape[2])}
+    a = xr.DataArray(vals, dims=("time", "y", "x"), coords=coords)
+    v = xr.DataArray(valid, dims=("time", "y", "x"), coords=coords)
+    ds = xr.Dataset({"B03": a, "B08": a * 0.5 + 0.25}).chunk({"x": chunk})
+    feats, n_obs, _ = interpolate_features(
+        ds, v.chunk({"x": chunk}), recipes_for(ds, ["NDWI"], ["B08"]), GRID
+    )
+    for name in ("B08",):
+        ref = interpolate_to_grid(ds[name], v, GRID).values
+        np.testing.assert_array_equal(feats[name].values, ref)
+    np.testing.assert_array_equal(n_obs.values, valid.sum(axis=0))
+
+
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 7)),
+           elements=st.integers(0, 2)),
+    st.data(),
+)  # fmt: skip
+def test_clm_frame_fraction_equals_the_mask_path(clm, data):
+    """The one-pass CLM frame fraction equals valid_mask + frame_valid_fraction, with or
+    without IS_DATA and on any chunking."""
+    from eoflow.ops.masks import valid_mask
+    from eoflow.ops.temporal import clm_frame_fraction, frame_valid_fraction
+
+    t, h, w = clm.shape
+    is_data = data.draw(arrays(np.uint8, clm.shape, elements=st.integers(0, 1)))
+    cy, cx = data.draw(st.integers(1, h)), data.draw(st.integers(1, w))
+    times = np.datetime64("2017-01-01", "ns") + np.arange(t) * np.timedelta64(5, "D")
+    dims = ("time", "y", "x")
+    for with_data in (True, False):
+        vars_ = {"CLM": (dims, clm)} | ({"IS_DATA": (dims, is_data)} if with_data else {})
+        ds = xr.Dataset(vars_, coords={"time": times}).chunk({"y": cy, "x": cx})
+        foot = (ds["IS_DATA"] != 0).any("time") if with_data else xr.ones_like(ds["CLM"][0])
+        want = frame_valid_fraction(valid_mask(ds, how="clm"), foot).values
+        got = clm_frame_fraction(ds)
+        np.testing.assert_array_equal(got.values, want)
+        assert got.dtype == np.float32 and list(got["time"].values) == list(times)

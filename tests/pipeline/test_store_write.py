@@ -50,8 +50,9 @@ def test_lazy_write_equals_xarray_to_zarr(tmp_path):
     assert lazy is not None
     dask.compute(lazy)
     write_tile(ds, tmp_path / "b.zarr", "t01", compute=True)  # xarray's own to_zarr
-    a, b = _files(tmp_path / "a.zarr" / "t01"), _files(tmp_path / "b.zarr" / "t01")
-    assert sorted(a) == sorted(b)  # every chunk written, nothing else
+    # the whole store: the tile's group, every chunk, and the root group to_zarr creates
+    a, b = _files(tmp_path / "a.zarr"), _files(tmp_path / "b.zarr")
+    assert sorted(a) == sorted(b) and "zarr.json" in a  # every chunk written, nothing else
     for name in a:
         if name.endswith("zarr.json"):
             assert json.loads(a[name]) == json.loads(b[name]), name

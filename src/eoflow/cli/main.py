@@ -95,5 +95,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The ``eoflow`` command: :func:`main`, then exit without the interpreter's final sweep.
+
+    After a run the process holds millions of small objects (graphs, xarray and zarr metadata);
+    the collections at interpreter shutdown took 0.6-0.7 s on a 2-core VM (measured), longer
+    than a small run's cluster start. ``gc.freeze`` moves them out of the collector's sight; the
+    OS frees the memory at exit anyway. (Tests call :func:`main`, which never freezes.)
+    """
+    import gc
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

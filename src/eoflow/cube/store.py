@@ -175,22 +175,40 @@ def _write_lazy(ds: xr.Dataset, store: Path, tile_id: str, encoding: dict, kw: d
     xarray's ``to_zarr(compute=False)`` makes the metadata the same way (its CF encoding), then
     two tasks per variable and chunk (store, finalize) through ``dask.array.store``, which
     also walks every zarr array's metadata while it builds them (tens of ms per tile in the
-    client). Here a chunk's variables are written by one task. Uses xarray's writer internals;
-    when they are not there (another xarray), returns None and ``to_zarr`` is used.
+    client). Here a chunk's variables are written by one task. xarray writes the metadata into
+    memory (each of its ~40 zarr calls is a round trip to zarr's I/O thread; into files they took
+    ~80 ms per tile, into memory ~25 ms), then the ~20 small files are written here in one go and
+    the data arrays are bound to the tile's group on disk. Uses xarray's writer internals; when
+    they are not there (another xarray), returns None and ``to_zarr`` is used.
     """
     import dask
 
     try:
+        import zarr
         from xarray.backends.common import ArrayWriter
         from xarray.backends.writers import dump_to_store, get_writable_zarr_store
+        from zarr.storage import LocalStore, MemoryStore, StorePath
 
-        zstore = get_writable_zarr_store(str(store), group=tile_id, **kw)
+        files: dict = {}
+        zstore = get_writable_zarr_store(MemoryStore(store_dict=files), **kw)
         writer = ArrayWriter()
         dump_to_store(ds, zstore, writer, encoding=encoding)  # metadata + in-memory coordinates
         sources, regions = list(writer.sources), list(writer.regions)
-        targets = _Targets(list(writer.targets))
+        disk = LocalStore(str(store))
+        targets = _Targets([
+            zarr.Array(zarr.AsyncArray(t.metadata, StorePath(disk, f"{tile_id}/{t.path}"),
+                                       t.config))
+            for t in writer.targets
+        ])  # fmt: skip
     except (ImportError, AttributeError, TypeError):  # pragma: no cover - another xarray layout
         return None  # to_zarr (mode "w") then rewrites the group from scratch
+    if not (Path(store) / "zarr.json").exists():  # the store's root group, as to_zarr makes it
+        zarr.open_group(str(store), mode="a", zarr_format=3)
+    root = Path(store) / tile_id
+    for key, buf in files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.to_bytes())
     by_chunk: dict[tuple, tuple[list, list]] = {}
     for i, (src, region) in enumerate(zip(sources, regions, strict=True)):
         starts = [np.r_[0, np.cumsum(c)[:-1]] for c in src.chunks]

@@ -53,6 +53,7 @@ def train_distributed(
         raise ModelError(
             f"training data hold only class {class_ids}", "sample more tiles or classes"
         )
+    client.wait_for_workers(1, timeout=120)  # a local cluster's workers start in the background
     n_workers = max(1, len(client.scheduler_info()["workers"]))
     X, y = samples_as_dask(samples_path, rows, n_chunks=n_workers, seed=int(params.get("seed", 0)))
     yi = y.map_blocks(

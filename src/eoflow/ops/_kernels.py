@@ -80,3 +80,28 @@ def gather_series(blocks, rows, cols, out):
             b = blocks[f]
             for q in range(b.shape[0]):
                 out[i, q, f] = b[q, r, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def clm_frame_counts(clm, is_data, has_is_data):
+    """Valid pixels per frame (``CLM == 0`` and ``IS_DATA != 0``) and pixels with data in any frame.
+
+    ``clm``, ``is_data`` (t, h, w) (``is_data`` ignored unless ``has_is_data``: all pixels have
+    data). Returns ``(t + 1,)`` int64: the counts of each frame, then the footprint's size.
+    One pass over both arrays, no temporary of their size.
+    """
+    t, h, w = clm.shape
+    out = np.zeros(t + 1, dtype=np.int64)
+    seen = np.empty(w, dtype=np.bool_)
+    for y in range(h):
+        seen[:] = not has_is_data
+        for i in range(t):
+            c = 0
+            for x in range(w):
+                d = (not has_is_data) or is_data[i, y, x] != 0
+                seen[x] |= d
+                c += d and clm[i, y, x] == 0
+            out[i] += c
+        for x in range(w):
+            out[t] += seen[x]
+    return out

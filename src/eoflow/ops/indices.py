@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from eoflow.ops._kernels import normalized_difference as _nd
-
 __all__ = ["INDEX_BANDS", "add_indices", "dn_reading", "normalized_difference", "reflectance"]
 
 #: Index -> (band a, band b) for ``(a - b) / (a + b)``.
@@ -15,6 +13,12 @@ INDEX_BANDS: dict[str, tuple[str, str]] = {
     "NDWI": ("B03", "B08"),
     "NDBI": ("B11", "B08"),
 }
+
+
+def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from eoflow.ops._kernels import normalized_difference as kernel  # numba: on the workers only
+
+    return kernel(a, b)
 
 
 def normalized_difference(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
@@ -40,7 +44,7 @@ def dn_reading(var: xr.DataArray) -> tuple[float, float, int] | None:
 def reflectance(var: xr.DataArray) -> xr.DataArray:
     """A band as the fused kernel reads it: float32, uint16 ``DN * scale + offset`` (NaN at nodata).
 
-    Lazy, elementwise; the same arithmetic as :func:`eoflow.ops.fused.fused_features` (so equal
+    Lazy, elementwise; the same arithmetic as :func:`eoflow.ops._fused_kernel.fused_features` (so equal
     bit for bit).
     """
     reading = dn_reading(var)

@@ -20,11 +20,11 @@ from eoflow.geo.tiles import Tile
 from eoflow.ops.fused import FeatureRecipe, interpolate_features, recipes_for
 from eoflow.ops.masks import valid_mask
 from eoflow.ops.morphology import erode_classes
-from eoflow.ops.temporal import frame_valid_fraction, regular_grid
+from eoflow.ops.temporal import clm_frame_fraction, frame_valid_fraction, regular_grid
 from eoflow.stages._runner import run_tiles
 from eoflow.stages.context import RunContext
 
-__all__ = ["feature_recipes", "run_features", "tile_features"]
+__all__ = ["feature_recipes", "frame_fraction", "run_features", "tile_features"]
 
 
 def feature_recipes(ds: xr.Dataset, fcfg: FeaturesConfig) -> list[FeatureRecipe]:
@@ -51,6 +51,20 @@ def footprint(ds: xr.Dataset) -> xr.DataArray:
         return (ds["IS_DATA"] != 0).any("time")
     first = next(v for v in ds.data_vars if ds[v].ndim == 3)
     return ds[first].notnull().any("time")
+
+
+def frame_fraction(ds: xr.Dataset, fcfg: FeaturesConfig) -> xr.DataArray:
+    """Lazy valid fraction of each frame of a tile over its footprint (the frame filter's input).
+
+    The CLM rule on a cube with ``IS_DATA`` is counted by one kernel pass per chunk
+    (:func:`clm_frame_fraction`), anything else through :func:`valid_mask` and
+    :func:`footprint`; both give the same numbers.
+    """
+    how = fcfg.valid_from if fcfg.valid_from != "auto" else ("clm" if "CLM" in ds else "scl")
+    if how == "clm" and "CLM" in ds and "IS_DATA" in ds:  # the footprint is IS_DATA's
+        return clm_frame_fraction(ds)
+    valid = valid_mask(ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes)
+    return frame_valid_fraction(valid, footprint(ds))
 
 
 def tile_features(
@@ -134,10 +148,7 @@ def run_features(ctx: RunContext) -> list[Tile]:
             try:
                 ds = open_tile(cube_store, tile.tile_id)
                 feature_recipes(ds, fcfg)  # fails early when no feature can be made
-                valid = valid_mask(
-                    ds, how=fcfg.valid_from, scl_valid_classes=fcfg.scl_valid_classes
-                )
-                fraction = frame_valid_fraction(valid, footprint(ds))
+                fraction = frame_fraction(ds, fcfg)
                 fractions[tile.tile_id] = ctx.client.compute(fraction, priority=10)
                 cubes[tile.tile_id] = ds
             except Exception as exc:

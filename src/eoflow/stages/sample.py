@@ -29,6 +29,7 @@ __all__ = [
     "SAMPLE_ARRAYS",
     "SampleWriter",
     "open_samples",
+    "part_layout",
     "run_sample",
     "sample_dataset",
     "sample_tile",
@@ -188,7 +189,10 @@ def write_chunk(path: str, start: int, pieces: list[dict]) -> int:
     root = zarr.open_group(path, mode="r+")
     rows = sum(int(p["y"].shape[0]) for p in pieces)
     for name in SAMPLE_ARRAYS:
-        root[name][start : start + rows] = np.concatenate([p[name] for p in pieces])
+        # write_empty_chunks: the chunk is written as it is (zarr's default first compares the
+        # whole chunk with the fill value; the config is not stored with the array)
+        arr = root[name].with_config({"write_empty_chunks": True})
+        arr[start : start + rows] = np.concatenate([p[name] for p in pieces])
     return rows
 
 
@@ -229,9 +233,15 @@ class SampleWriter:
         self._inflight: list = []  # chunk-write futures
         self._created = False
 
-    def add(self, part) -> None:
-        """Add one tile's tagged part (a dict, or a future of one) and write every full chunk."""
-        if self.client is None:
+    def add(self, part, layout=None) -> None:
+        """Add one tile's tagged part (a dict, or a future of one) and write every full chunk.
+
+        ``layout`` is the part's :func:`part_layout` (or a future of it) when already computed
+        beside the part (the client then never waits for a round trip to learn it).
+        """
+        if layout is not None:
+            meta = layout.result() if hasattr(layout, "result") else layout
+        elif self.client is None:
             meta = part_layout(part)
         else:
             meta = self.client.submit(part_layout, part, pure=False).result()
@@ -326,10 +336,11 @@ def run_sample(ctx: RunContext) -> Path:
                         "run the 'features' stage first; tiles.json lists failed tiles")  # fmt: skip
     s = ctx.cfg.sampling
 
-    def submit(i: int):
-        return ctx.client.submit(_sample_tagged, str(store), tiles[i].tile_id, i,
+    def submit(i: int) -> tuple:
+        part = ctx.client.submit(_sample_tagged, str(store), tiles[i].tile_id, i,
                                  fraction=s.fraction, exclude=list(s.exclude), seed=s.seed,
                                  pure=False)  # fmt: skip
+        return part, ctx.client.submit(part_layout, part, pure=False)
 
     ctx.changed = True
     shutil.rmtree(path, ignore_errors=True)
@@ -356,15 +367,16 @@ def run_sample(ctx: RunContext) -> Path:
     pending = deque(submit(i) for i in range(min(window, len(tiles))))
     bar = tqdm(total=len(tiles), desc="eoflow sample", unit="tile", disable=ctx.quiet, leave=False)
     for i, tile in enumerate(tiles):
-        fut = pending.popleft()
+        fut, layout = pending.popleft()
         if i + window < len(tiles):
             pending.append(submit(i + window))
         try:
-            writer.add(fut)  # raises the tile's error; the writer keeps the future until written
+            # raises the tile's error; the writer keeps the future until written
+            writer.add(fut, layout)
         except Exception as exc:
             ctx.mark_failed(tile, "sample", exc)
         finally:
-            del fut
+            del fut, layout
             bar.update()
     bar.close()
     n_rows = writer.close()
