@@ -43,9 +43,6 @@ import numpy as np
 
 from benchmarks.vs_eolearn import common
 
-WINDOW = 8
-"""Patches computing at once (eoflow's ``cluster.batch_tiles`` default)."""
-
 # Dask task-name components -> benchmark stage. Dask fuses chains of tasks into one task whose name
 # joins the parts ("getitem-overlap-store-map"); a fused task is charged to its first component in
 # this priority order, so e.g. the zarr write fused behind the interpolation counts as interpolation.
@@ -177,7 +174,7 @@ def run(
     out: Path,
     result: Path,
     allocator: str | None = None,
-    window: int = WINDOW,
+    window: int | None = None,
 ) -> dict:
     """Run the chain on patches ``0..n-1`` with ``workers`` single-threaded Dask workers."""
     t_start = time.perf_counter()
@@ -255,7 +252,8 @@ def run(
                 futures[0].release()
                 phases["compute"] += time.perf_counter() - t2
 
-            run_window(tile_ids, submit, finish, window=window, prepare=prepare)
+            # eoflow's default window (cluster.batch_tiles): one patch per worker thread
+            run_window(tile_ids, submit, finish, window=window or workers, prepare=prepare)
             n_samples = state["writer"].close()
         records = ts.data
         cpu = {"workers": list(client.run(_cpu_seconds).values()), "main": _cpu_seconds()}
@@ -321,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--window",
         type=int,
-        default=WINDOW,
-        help="patches computing at once (eoflow's cluster.batch_tiles)",
+        default=None,
+        help="patches computing at once (default: eoflow's, one per worker thread)",
     )
     args = ap.parse_args(argv)
     run(args.store, args.n, args.workers, args.out, args.result, allocator=args.allocator,

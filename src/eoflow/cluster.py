@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from eoflow.config import ClusterConfig
 from eoflow.errors import ClusterError
 
-__all__ = ["connect", "dashboard_link", "find_jemalloc"]
+__all__ = ["connect", "dashboard_link", "find_jemalloc", "total_threads"]
 
 _JEMALLOC_CONF = "dirty_decay_ms:1000,muzzy_decay_ms:0"
 """Freed pages go back to the OS after about a second (memory stays bounded between tiles)."""
@@ -97,6 +97,8 @@ def connect(
                 cluster = _start_local(cfg, stack)
                 # by address: a Client given the cluster object would wait for its workers
                 client = Client(cluster.scheduler_address)
+                n, threads = _local_sizes(cfg)
+                client.eoflow_local_threads = n * threads  # planned: the workers are starting
                 if wait:
                     client.wait_for_workers(len(cluster.worker_spec), timeout=120)
             if not quiet:
@@ -146,6 +148,18 @@ def _start_local(cfg: ClusterConfig, stack: contextlib.ExitStack):
     )  # fmt: skip
     cluster.scale(n)
     return cluster
+
+
+def total_threads(client) -> int:
+    """Worker threads of the cluster: planned ones of a local cluster :func:`connect` started
+    (its workers may still be starting), else those of the workers connected now (at least one
+    is waited for)."""
+    planned = getattr(client, "eoflow_local_threads", None)
+    if planned:
+        return int(planned)
+    client.wait_for_workers(1, timeout=120)
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
 
 def dashboard_link(client) -> str:

@@ -9,7 +9,7 @@ The section says where the Dask graphs run::
       threads_per_worker: null
       memory_limit: auto     # per worker
       dashboard_address: 127.0.0.1:0
-      batch_tiles: 8
+      batch_tiles: null      # tiles computing at once (default: one per worker thread)
       recipe: null           # slurm / pbs: cluster/jobqueue/<kind>.yaml, kubernetes: the manifest
 
 :func:`validate_recipes` parses every YAML recipe (and the command lines of
@@ -155,7 +155,9 @@ class ClusterSection(_Model):
     threads_per_worker: int | None = Field(None, ge=1)
     memory_limit: str = Field("auto", description="per worker, e.g. 4GiB")
     dashboard_address: str = Field("127.0.0.1:0", description="bind address of the dashboard")
-    batch_tiles: int = Field(8, ge=1, description="tiles submitted together")
+    batch_tiles: int | None = Field(
+        None, ge=1, description="tiles computing at once (default: one per worker thread)"
+    )
     recipe: str | None = Field(None, description="slurm/pbs: jobqueue YAML; kubernetes: manifest")
     timeout_s: float = Field(20.0, gt=0, description="how long to wait for the scheduler")
 

@@ -211,7 +211,7 @@ def plan_run(
         n_items=len(info.get("items", [])) or None,
         n_features=len(cfg.features.indices) + len(cfg.features.bands),
         n_grid_dates=len(regular_grid(cfg.start, cfg.end, cfg.features.step_days)),
-        batch_tiles=cfg.cluster.batch_tiles, strict=address is None,
+        batch_tiles=cfg.cluster.batch_tiles or workers * threads, strict=address is None,
     )  # fmt: skip
     if out is not None:
         probe = Path(out).resolve()

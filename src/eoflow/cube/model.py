@@ -84,7 +84,14 @@ def make_cube(
 
 
 def cube_tile(ds: xr.Dataset) -> Tile:
-    """Recover the :class:`Tile` a cube sits on from its coordinates and CRS."""
+    """Recover the :class:`Tile` a cube sits on from its coordinates and CRS.
+
+    Read by rioxarray from the grid alone (its accessors would visit every variable: ~12 ms per
+    tile of fourteen variables, in the client, for every tile); the result is the same.
+    """
+    if "spatial_ref" in ds.coords:
+        ds = xr.Dataset(coords={"y": ds["y"], "x": ds["x"], "spatial_ref": ds["spatial_ref"]},
+                        attrs=ds.attrs)  # fmt: skip
     crs = ds.rio.crs
     if crs is None:
         raise DataError(

@@ -158,8 +158,11 @@ class _Targets:
         self.arrays = arrays
 
 
-def _store_block(targets: _Targets, items: list, *blocks) -> int:
+def _store_block(targets: _Targets, items: list, refs: list, *sources) -> int:
     """Write the blocks of one spatial chunk of a tile, every variable (one task)."""
+    from eoflow._blocks import resolve
+
+    blocks = resolve(refs, sources)
     for (i, region), block in zip(items, blocks, strict=True):
         targets.arrays[i][region] = block
     return len(blocks)
@@ -182,6 +185,8 @@ def _write_lazy(ds: xr.Dataset, store: Path, tile_id: str, encoding: dict, kw: d
     they are not there (another xarray), returns None and ``to_zarr`` is used.
     """
     import dask
+
+    from eoflow._blocks import sources_of
 
     try:
         import zarr
@@ -229,10 +234,10 @@ def _write_lazy(ds: xr.Dataset, store: Path, tile_id: str, encoding: dict, kw: d
             )  # spatial chunk
             items.append((i, where))
             blocks.append(block)
-    parts = [
-        dask.delayed(_store_block, pure=False)(targets, items, *blocks)
-        for items, blocks in by_chunk.values()
-    ]
+    parts, graphs = [], {}
+    for items, blocks in by_chunk.values():
+        sources, refs = sources_of(blocks, graphs)  # the kernel's block, not a copy per feature
+        parts.append(dask.delayed(_store_block, pure=False)(targets, items, refs, *sources))
     return dask.delayed(_stored, pure=False)(*parts)
 
 

@@ -111,9 +111,10 @@ def run_tiles(
 
     A tile whose ledger entry matches the config hash is skipped (``--resume`` and re-runs write
     nothing); ``key`` replaces the config hash when outputs also depend on another input (the
-    model). Tiles go through :func:`run_window` with ``cluster.batch_tiles`` tiles computing at
-    once: each tile's graph is built in the client and submitted as soon as a slot is free, while
-    the others compute. ``prepare([tile])`` runs ``batch_tiles`` tiles ahead of the tile's
+    model). Tiles go through :func:`run_window` with ``cluster.batch_tiles`` tiles (default one
+    per worker thread) computing at once: each tile's graph is built in the client and submitted
+    as soon as a slot is free, while the others compute. ``prepare([tile])`` runs a window ahead
+    of the tile's
     ``build``, so that a pre-pass it submits (e.g. the frame filter, at high priority) is done when
     the graph is built. A failing tile is marked failed, its partial group removed, and the others
     go on.
@@ -164,7 +165,7 @@ def run_tiles(
         ctx.mark_failed(tile, stage, exc)
         bar.update()
 
-    run_window(todo, submit, finish, window=ctx.cfg.cluster.batch_tiles,
+    run_window(todo, submit, finish, window=ctx.window(),
                prepare=None if prepare is None else (lambda tile: prepare([tile])),
                on_error=on_error)  # fmt: skip
     bar.close()

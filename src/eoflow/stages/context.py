@@ -7,7 +7,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,12 +91,11 @@ class RunContext:
         if self.status.get(tile.tile_id, {}).get("state") != "failed":
             self.status[tile.tile_id] = {"state": "ok", "stage": stage}
 
-    def batches(self, tiles: Iterable[Tile]) -> Iterable[list[Tile]]:
-        """Tiles in groups of ``cluster.batch_tiles`` (keeps graphs and memory flat)."""
-        tiles = list(tiles)
-        n = self.cfg.cluster.batch_tiles
-        for i in range(0, len(tiles), n):
-            yield tiles[i : i + n]
+    def window(self) -> int:
+        """Tiles computing at once: ``cluster.batch_tiles``, else one per worker thread."""
+        from eoflow.cluster import total_threads
+
+        return self.cfg.cluster.batch_tiles or total_threads(self.client)
 
     def timed(self, stage: str, fn: Callable[[], object]) -> object:
         """Run ``fn`` and record its wall time under ``stage``."""

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from eoflow.cube.store import is_done, read_ledger, write_ledger
+from eoflow.cube.store import _Targets, is_done, read_ledger, write_ledger
 from eoflow.errors import DataError
 from eoflow.sampling import sample_pixels
 from eoflow.stages.context import RunContext
@@ -41,10 +41,15 @@ SAMPLE_ARRAYS = ("X", "S", "y", "tile", "row", "col", "xcoord", "ycoord")
 _CHUNK_ROWS = 65_536
 
 
-def _gather_block(pick: tuple, y0: int, x0: int, n_feat: int, labels: np.ndarray, *blocks) -> tuple:
+def _gather_block(pick: tuple, y0: int, x0: int, n_feat: int, labels: np.ndarray, refs: list,
+                  *sources) -> tuple:  # fmt: skip
     """The sampled pixels inside one spatial block: their positions in ``pick``, their labels,
-    the ``n_feat`` time series as ``(n, time, feature)`` float32 and the static layers' values."""
+    the ``n_feat`` time series as ``(n, time, feature)`` float32 and the static layers' values
+    (the variables' blocks are ``refs`` of ``sources``: :func:`eoflow._blocks.sources_of`)."""
+    from eoflow._blocks import resolve
     from eoflow.ops._kernels import gather_series
+
+    blocks = resolve(refs, sources)
 
     rows, cols = pick
     h, w = labels.shape
@@ -81,10 +86,11 @@ def _finish(pick, parts: list, n_feat: int, n_time: int, xs, ys) -> dict[str, np
     }  # fmt: skip
 
 
-def _sample_block(labels, n_feat: int, n_time: int, xs, ys, kw: dict, *blocks) -> dict:
+def _sample_block(labels, n_feat: int, n_time: int, xs, ys, kw: dict, refs: list,
+                  *sources) -> dict:  # fmt: skip
     """A one-block tile's samples in one task: choose the pixels, gather them, assemble."""
     pick = sample_pixels(labels, **kw)
-    part = _gather_block(pick, 0, 0, n_feat, labels, *blocks)
+    part = _gather_block(pick, 0, 0, n_feat, labels, refs, *sources)
     return _finish(pick, [part], n_feat, n_time, xs, ys)
 
 
@@ -108,6 +114,8 @@ def sample_dataset(
     """
     import dask
 
+    from eoflow._blocks import sources_of
+
     def lazy(name):
         var = ds[name].data
         return var if isinstance(var, da.Array) else da.from_array(var, chunks=-1)
@@ -123,25 +131,22 @@ def sample_dataset(
     n_time = ds[feats[0]].shape[0] if feats else 0
     xs, ys = ds["x"].values, ds["y"].values
     if labels.numblocks == (1, 1):  # one task does it all
+        sources, refs = sources_of([b[0, 0] for b in blocks])
         return dask.delayed(_sample_block, pure=True)(
-            lab[0, 0], len(feats), n_time, xs, ys, kw, *[b[0, 0] for b in blocks]
+            lab[0, 0], len(feats), n_time, xs, ys, kw, refs, *sources
         )
     # one task per spatial block gathers every variable there (a block of each is in memory
     # together, on the worker that computed them), one task assembles the tile's rows
     pick = dask.delayed(sample_pixels, pure=True)(labels, **kw)
     offsets = [np.r_[0, np.cumsum(c)[:-1]] for c in yx]
-    parts = [
-        dask.delayed(_gather_block, pure=True)(
-            pick,
-            int(offsets[0][iy]),
-            int(offsets[1][ix]),
-            len(feats),
-            lab[iy, ix],
-            *[b[iy, ix] for b in blocks],
-        )
-        for iy in range(len(yx[0]))
-        for ix in range(len(yx[1]))
-    ]
+    parts, graphs = [], {}
+    for iy in range(len(yx[0])):
+        for ix in range(len(yx[1])):
+            sources, refs = sources_of([b[iy, ix] for b in blocks], graphs)
+            parts.append(dask.delayed(_gather_block, pure=True)(
+                pick, int(offsets[0][iy]), int(offsets[1][ix]), len(feats), lab[iy, ix], refs,
+                *sources,
+            ))  # fmt: skip
     return dask.delayed(_finish, pure=True)(pick, parts, len(feats), n_time, xs, ys)
 
 
@@ -177,21 +182,26 @@ def slice_part(part: dict, lo: int, hi: int) -> dict:
     return {k: np.asarray(v)[lo:hi] for k, v in part.items()}
 
 
-def write_chunk(path: str, start: int, pieces: list[dict]) -> int:
+def write_chunk(path: str, start: int, pieces: list[dict], arrays=None) -> int:
     """Write rows ``start...`` of ``samples.zarr``: the concatenated ``pieces`` (part slices).
 
     Runs on a worker (the pieces are futures resolved there, so the samples never pass through
     the client); the rows are one whole chunk (the last one may be short), so concurrent calls
-    never touch the same chunk.
+    never touch the same chunk. ``arrays`` (:class:`~eoflow.cube.store._Targets` of the store's
+    arrays by name, already resized by the writer) saves opening them from ``path`` here.
     """
-    import zarr
+    if arrays is None:
+        import zarr
 
-    root = zarr.open_group(path, mode="r+")
+        root = zarr.open_group(path, mode="r+")
+        arrays = {name: root[name] for name in SAMPLE_ARRAYS}
+    else:
+        arrays = arrays.arrays
     rows = sum(int(p["y"].shape[0]) for p in pieces)
     for name in SAMPLE_ARRAYS:
         # write_empty_chunks: the chunk is written as it is (zarr's default first compares the
         # whole chunk with the fill value; the config is not stored with the array)
-        arr = root[name].with_config({"write_empty_chunks": True})
+        arr = arrays[name].with_config({"write_empty_chunks": True})
         arr[start : start + rows] = np.concatenate([p[name] for p in pieces])
     return rows
 
@@ -232,6 +242,7 @@ class SampleWriter:
         self._queue: deque = deque()  # [part, first row not yet submitted, rows]
         self._inflight: list = []  # chunk-write futures
         self._created = False
+        self._arrays: dict = {}  # name -> zarr array, resized before each chunk is written
 
     def add(self, part, layout=None) -> None:
         """Add one tile's tagged part (a dict, or a future of one) and write every full chunk.
@@ -266,10 +277,10 @@ class SampleWriter:
         self._created = True
         for name in SAMPLE_ARRAYS:
             tail, dtype = layout[name]
-            self.root.create_array(name, shape=(0, *tail), dtype=np.dtype(dtype),
-                                   chunks=(self.chunk_rows, *tail),
-                                   compressors=_compressor(np.dtype(dtype)),
-                                   config={"write_empty_chunks": True})  # fmt: skip
+            self._arrays[name] = self.root.create_array(
+                name, shape=(0, *tail), dtype=np.dtype(dtype), chunks=(self.chunk_rows, *tail),
+                compressors=_compressor(np.dtype(dtype)), config={"write_empty_chunks": True},
+            )  # fmt: skip
 
     def _submit(self, rows: int) -> None:
         start, pieces, need = self._submitted, [], rows
@@ -287,15 +298,15 @@ class SampleWriter:
             need -= take
             if item[1] == hi:
                 self._queue.popleft()  # the chunk writes now hold the only references
-        for name in SAMPLE_ARRAYS:  # shape first: the chunk's writer opens the array after this
-            z = self.root[name]
+        for z in self._arrays.values():  # shape first: the chunk's writer gets these arrays
             z.resize((start + rows, *z.shape[1:]))
         self._submitted += rows
+        arrays = _Targets(dict(self._arrays))  # opaque to Dask; the worker opens nothing
         if self.client is None:
-            write_chunk(str(self.path), start, pieces)
+            write_chunk(str(self.path), start, pieces, arrays)
         else:
             self._inflight.append(
-                self.client.submit(write_chunk, str(self.path), start, pieces, pure=False)
+                self.client.submit(write_chunk, str(self.path), start, pieces, arrays, pure=False)
             )
 
     def _collect(self, *, wait: bool) -> None:
@@ -359,11 +370,11 @@ def run_sample(ctx: RunContext) -> Path:
     writer = None
     from tqdm.auto import tqdm
 
-    # A sliding window of ``2 x batch_tiles`` tiles in flight, added in tile order; the parts stay
+    # A sliding window of twice the features' window (RunContext.window) in flight, added in tile order; the parts stay
     # on the workers, which also write the chunks: the samples never travel to the client, and
     # workers hold only the parts of the chunks not yet written, whatever the area.
     writer = SampleWriter(path, attrs, client=ctx.client)
-    window = 2 * ctx.cfg.cluster.batch_tiles
+    window = 2 * ctx.window()
     pending = deque(submit(i) for i in range(min(window, len(tiles))))
     bar = tqdm(total=len(tiles), desc="eoflow sample", unit="tile", disable=ctx.quiet, leave=False)
     for i, tile in enumerate(tiles):
