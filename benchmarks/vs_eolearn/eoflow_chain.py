@@ -214,8 +214,8 @@ def run(
             def prepare(tid: str) -> None:
                 pending.update(_prepass(client, store, [tid], fcfg))
 
-            def submit(tid: str) -> list:
-                # built in the client while the tiles already submitted compute (as eoflow's
+            def build(tid: str) -> list:
+                # built in the client one patch ahead, while the cluster computes (as eoflow's
                 # stage runner does: ``eoflow.stages._runner.run_window``)
                 t1 = time.perf_counter()
                 ds, fraction = pending.pop(tid)
@@ -237,7 +237,12 @@ def run(
                                          seed=common.SAMPLE_SEED)  # fmt: skip
                 part = dask.delayed(tag_part, pure=True)(sampled, tile_ids.index(tid))
                 layout = dask.delayed(part_layout, pure=True)(part)  # rows, for the writer
-                futures = client.compute([written, part, layout])
+                phases["build"] += time.perf_counter() - t1
+                return [written, part, layout]
+
+            def launch(tid: str, graphs: list) -> list:
+                t1 = time.perf_counter()
+                futures = client.compute(graphs)
                 phases["build"] += time.perf_counter() - t1
                 return futures
 
@@ -253,7 +258,8 @@ def run(
                 phases["compute"] += time.perf_counter() - t2
 
             # eoflow's default window (cluster.batch_tiles): one patch per worker thread
-            run_window(tile_ids, submit, finish, window=window or workers, prepare=prepare)
+            run_window(tile_ids, build, launch, finish, window=window or workers,
+                       prepare=prepare)  # fmt: skip
             n_samples = state["writer"].close()
         records = ts.data
         cpu = {"workers": list(client.run(_cpu_seconds).values()), "main": _cpu_seconds()}

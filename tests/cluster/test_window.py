@@ -36,8 +36,12 @@ def test_items_finish_in_order_with_a_bounded_window(client):
     def prepare(i):
         prepared.append(i)
 
-    def submit(i):
+    def build(i):
         assert i in prepared
+        return ("built", i)
+
+    def launch(i, built):
+        assert built == ("built", i)
         live["n"] += 1
         live["max"] = max(live["max"], live["n"])
         submitted.append(i)
@@ -47,7 +51,7 @@ def test_items_finish_in_order_with_a_bounded_window(client):
         live["n"] -= 1
         finished.append((i, futures[0].result()))
 
-    run_window(items, submit, finish, window=3, prepare=prepare)
+    run_window(items, build, launch, finish, window=3, prepare=prepare)
     assert finished == [(i, i * 10) for i in items]
     assert submitted == items and prepared == items
     assert live["max"] <= 2 * 3  # submitted and not finished: at most twice the window
@@ -56,17 +60,22 @@ def test_items_finish_in_order_with_a_bounded_window(client):
 def test_a_failing_item_is_reported_and_the_others_go_on(client):
     errors, finished = [], []
 
-    def submit(i):
+    def build(i):
         if i == 2:
             raise ValueError("bad tile")
+        return i
+
+    def launch(i, built):
+        if i == 3:
+            raise ValueError("bad launch")
         return [client.submit(_slow, i, 0.0, pure=False)] if i != 4 else []
 
-    run_window(list(range(6)), submit, lambda i, f: finished.append(i), window=2,
+    run_window(list(range(6)), build, launch, lambda i, f: finished.append(i), window=2,
                on_error=lambda i, exc: errors.append((i, str(exc))))  # fmt: skip
-    assert errors == [(2, "bad tile")]
-    assert finished == [0, 1, 3, 4, 5]  # an item without futures finishes at once
+    assert errors == [(2, "bad tile"), (3, "bad launch")]
+    assert finished == [0, 1, 4, 5]  # an item without futures finishes at once
     with pytest.raises(ValueError, match="bad tile"):
-        run_window([2], submit, lambda i, f: None, window=2)  # without on_error: raised
+        run_window([2], build, launch, lambda i, f: None, window=2)  # without on_error: raised
 
 
 def _warm() -> bool:

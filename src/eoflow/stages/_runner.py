@@ -18,7 +18,8 @@ __all__ = ["run_tiles", "run_window"]
 
 def run_window(
     items: Sequence[Any],
-    submit: Callable[[Any], list],
+    build: Callable[[Any], Any],
+    launch: Callable[[Any, Any], list],
     finish: Callable[[Any, list], None],
     *,
     window: int,
@@ -27,18 +28,19 @@ def run_window(
 ) -> None:
     """Keep ``window`` items computing on the cluster; hand each one's futures to ``finish`` in order.
 
-    ``submit(item)`` builds an item's graphs and submits them (returns their futures); it runs
-    whenever fewer than ``window`` items are computing, so the workers always have queued work
-    and never wait for a whole batch to end (or, at the start, for a whole batch to be built).
+    ``build(item)`` makes an item's graphs in the client; it runs one item ahead, while the
+    cluster computes, so that when an item completes the next one is submitted at once by
+    ``launch(item, built)`` (returns its futures): the workers never wait for a whole batch to
+    end, for a whole first batch to be built, or for the client to build the next graph.
     ``prepare(item)`` submits an item's small pre-pass (e.g. the frame filter, at high priority)
-    ``window`` items ahead of its ``submit``, so its result is there when the graph is built.
-    ``finish(item, futures)`` runs in item order once all of an item's futures are done (it reads
-    their results; an item that completes early waits for those before it, at most ``2 x window``
-    items are submitted and not finished). A ``submit`` or ``prepare`` that raises is handed to
-    ``on_error`` (re-raised without one) and the item is skipped.
+    ``window`` items ahead, so its result is there when the graph is built. ``finish(item,
+    futures)`` runs in item order once all of an item's futures are done (it reads their
+    results; an item that completes early waits for those before it, at most ``2 x window``
+    items are submitted and not finished). A ``build``, ``launch`` or ``prepare`` that raises is
+    handed to ``on_error`` (re-raised without one) and the item is skipped.
 
     Memory stays bounded by the window whatever the number of items: the scheduler runs the
-    submitted graphs in submission order and queues their root tasks (``worker-saturation``).
+    submitted graphs in submission order.
     """
     from distributed import as_completed
 
@@ -46,6 +48,7 @@ def run_window(
     futures: dict[int, list] = {}  # submitted, not finished
     remaining: dict[int, int] = {}  # futures of an item not yet complete
     owner: dict = {}  # future key -> item index
+    built: dict[int, Any] = {}  # built, not submitted
     failed: set[int] = set()
     ac = as_completed()
     prepared = submitted = head = computing = 0
@@ -66,14 +69,22 @@ def run_window(
                     fail(prepared, exc)
             prepared += 1
 
+    def build_ahead(i: int) -> None:
+        prepare_until(i + window + 1)
+        if i < n and i not in built and i not in failed:
+            try:
+                built[i] = build(items[i])
+            except Exception as exc:
+                fail(i, exc)
+
     while head < n:
         while submitted < n and computing < window and submitted - head < 2 * window:
-            prepare_until(submitted + window + 1)
             i, submitted = submitted, submitted + 1
+            build_ahead(i)
             if i in failed:
                 continue
             try:
-                futs = list(submit(items[i]))
+                futs = list(launch(items[i], built.pop(i)))
             except Exception as exc:
                 fail(i, exc)
                 continue
@@ -87,8 +98,10 @@ def run_window(
                 finish(items[head], futures.pop(head))
                 del remaining[head]
             head += 1
-        if head >= n or (head < submitted and remaining.get(head, 0) == 0):
-            continue
+        if head >= n or head == submitted or remaining.get(head, 0) == 0:
+            continue  # nothing in flight, or the head can be finished: back to the top
+        if submitted < n:
+            build_ahead(submitted)  # the next item's graph, while the cluster computes
         f = next(ac)  # one completion
         i = owner.pop(f.key)
         remaining[i] -= 1
@@ -112,8 +125,8 @@ def run_tiles(
     A tile whose ledger entry matches the config hash is skipped (``--resume`` and re-runs write
     nothing); ``key`` replaces the config hash when outputs also depend on another input (the
     model). Tiles go through :func:`run_window` with ``cluster.batch_tiles`` tiles (default one
-    per worker thread) computing at once: each tile's graph is built in the client and submitted
-    as soon as a slot is free, while the others compute. ``prepare([tile])`` runs a window ahead
+    per worker thread) computing at once: the next tile's graph is built in the client while the
+    others compute and submitted as soon as a slot is free. ``prepare([tile])`` runs a window ahead
     of the tile's
     ``build``, so that a pre-pass it submits (e.g. the frame filter, at high priority) is done when
     the graph is built. A failing tile is marked failed, its partial group removed, and the others
@@ -138,12 +151,16 @@ def run_tiles(
     ctx.changed = True
     bar = tqdm(total=len(todo), desc=f"eoflow {stage}", unit="tile", disable=ctx.quiet, leave=False)
 
-    def submit(tile: Tile) -> list:
+    def build_tile(tile: Tile):
         if ctx.status.get(tile.tile_id, {}).get("state") == "failed":  # its pre-pass failed
+            return None
+        # the ledger's checksum is read by a worker right after the tile's write
+        return dask.delayed(checksum_after, pure=False)(build(tile), str(store), tile.tile_id)
+
+    def launch(tile: Tile, graph) -> list:
+        if graph is None:
             bar.update()
             return []
-        # the ledger's checksum is read by a worker right after the tile's write
-        graph = dask.delayed(checksum_after, pure=False)(build(tile), str(store), tile.tile_id)
         return [ctx.client.compute(graph)]
 
     def finish(tile: Tile, futures: list) -> None:
@@ -165,7 +182,7 @@ def run_tiles(
         ctx.mark_failed(tile, stage, exc)
         bar.update()
 
-    run_window(todo, submit, finish, window=ctx.window(),
+    run_window(todo, build_tile, launch, finish, window=ctx.window(),
                prepare=None if prepare is None else (lambda tile: prepare([tile])),
                on_error=on_error)  # fmt: skip
     bar.close()
