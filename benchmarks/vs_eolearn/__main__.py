@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=("prepare", "run", "report", "all"))
     ap.add_argument("--sizes", type=_sizes, default=[1, 16, 64],
                     help="patch counts (default 1,16,64; 1 runs with 1 worker, others with 2)")  # fmt: skip
-    ap.add_argument("--repeats", type=int, default=3, help="repeats of the 1-patch run (median)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="repeats of the runs up to 16 patches (median)"
+    )
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per system run")
     ap.add_argument("--keep-outputs", action="store_true", help="keep both systems' outputs")
     ap.add_argument("--eolearn-jemalloc", type=_sizes, default=[],
