@@ -1,11 +1,12 @@
 """The seed's chain with eoflow's public functions on a dask.distributed LocalCluster.
 
-What runs, per batch of 8 patches (as eoflow's ``features`` stage batches tiles):
+What runs, per patch, through eoflow's stage runner's sliding window
+(``eoflow.stages._runner.run_window``: one patch per worker thread computing, as eoflow's
+``features`` stage runs tiles):
 
-1. **filter** -- ``eoflow.ops.masks.valid_mask`` (``IS_DATA & ~CLM``) and
-   ``eoflow.ops.temporal.frame_valid_fraction`` (one number per frame) to choose the frames with a
-   valid fraction > 0.8; submitted at high priority for the next batch while the current one
-   computes, as eoflow's stage runner does;
+1. **filter** -- ``eoflow.stages.features.frame_fraction`` (``IS_DATA & ~CLM`` counted per frame
+   by one numba pass per chunk, ``eoflow.ops.temporal.clm_frame_fraction``) to choose the frames
+   with a valid fraction > 0.8; submitted at high priority a window ahead, as the stage does;
 2. **features** -- ``eoflow.stages.features.tile_features``: NDWI/NDBI
    (``eoflow.ops.indices``; NDVI is the real band), VALID_COUNT, masked linear interpolation of the
    nine features onto the 25 grid instants (``eoflow.ops.fused``: one numba pass per chunk), erosion

@@ -54,9 +54,11 @@ NOTES = """\
   graph is fused once, so each chunk's reads go into the kernel's task) and
   `eoflow.stages.sample.sample_dataset` on a dask.distributed `LocalCluster`
   (`eoflow.cluster.connect`, n workers x 1 thread, processes, eoflow's default `retain`
-  allocator), 8 patches per batch submitted as one graph, the next batch's frame filter running
-  (at high priority) and its graphs being built while a batch computes, as eoflow's stage
-  runner does. The samples are gathered from the features in memory, in the same graph as their
+  allocator), through eoflow's stage runner's sliding window (`eoflow.stages._runner.run_window`:
+  one patch per worker thread computing, each patch's frame filter submitted at high priority a
+  window ahead, the next patch's graph built while the others compute and submitted as soon as
+  one finishes). The workers start in the background while the client imports and opens the
+  first patches, and preload `eoflow.worker` (imports, numba's set-up). The samples are gathered from the features in memory, in the same graph as their
   Zarr write, stay on the workers and are written to `samples.zarr` in whole chunks by the
   workers (`SampleWriter`; eoflow's pipeline runs the same functions in its own `sample` stage
   on `features.zarr`, so that stage can be re-run alone). Features in Zarr v3 with zstd level 1
@@ -87,12 +89,15 @@ NOTES = """\
   system time. eoflow's default `cluster.allocator: retain` (one glibc arena, no mmap, no
   trimming: freed chunk buffers are reused) reads it in 0.2 s; a worker's resident memory then
   stays at its high-water mark (measured: about 1.0-1.2 GiB here). jemalloc (`cluster.allocator:
-  jemalloc`, decay 1 s) gave no gain on the whole chain earlier and stays opt-in. Queuing the
-  next batch behind the current one (`eoflow_chain --inflight-batches 2`) was no faster on 2
-  cores and raised the worker peak, so one batch is in flight. `--eolearn-jemalloc 1,16` adds
-  eo-learn runs with jemalloc preloaded.
+  jemalloc`, decay 1 s) gave no gain on the whole chain earlier and stays opt-in. Two patches per
+  worker thread in the window (`eoflow_chain --window 4`) were no faster on 2 cores and raised
+  the worker peak (1.1-1.5 GiB against 1.0). `--eolearn-jemalloc 1,16` adds eo-learn runs with
+  jemalloc preloaded.
+* **Repeats**: sizes up to 16 patches run 3 times per system, alternating (medians reported);
+  64 patches once. Before the runs eoflow's own modules are byte-compiled, as pip compiles
+  eo-learn's at install.
 * **Duration** (quiet 2-core machine): prepare about 1 s per patch once (inputs are reused by
-  later runs), run with `--sizes 1,16` about 5 minutes, with `1,16,64` about 15 minutes, most of it
+  later runs), run with `--sizes 1,16` about 8 minutes, with `1,16,64` about 17 minutes, most of it
   eo-learn. Use `--sizes 1,16` when that is too long.
 """
 
