@@ -95,7 +95,9 @@ NOTES = """\
   jemalloc preloaded.
 * **Repeats**: sizes up to 16 patches run 3 times per system, alternating (medians reported);
   64 patches once. Before the runs eoflow's own modules are byte-compiled, as pip compiles
-  eo-learn's at install.
+  eo-learn's at install. Before each run the previous run's writes are flushed to disk (`sync`,
+  then 2 s), so neither system pays for the other's write-back (eo-learn writes 2.4 GB at 16
+  patches, which the kernel otherwise flushed during the next run, on the same two cores).
 * **Duration** (quiet 2-core machine): prepare about 1 s per patch once (inputs are reused by
   later runs), run with `--sizes 1,16` about 8 minutes, with `1,16,64` about 17 minutes, most of it
   eo-learn. Use `--sizes 1,16` when that is too long.

@@ -18,6 +18,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from benchmarks.vs_eolearn import common
@@ -26,6 +27,8 @@ from benchmarks.vs_eolearn.venv import EOLEARN_VERSION, eolearn_python, eolearn_
 
 SYSTEMS = ("eo-learn", "eoflow")
 JEMALLOC = "eo-learn+jemalloc"
+SETTLE_S = 2.0
+"""Pause after flushing the previous run's writes, before a run starts (outside its timing)."""
 REPEATED_UP_TO = 16
 """Sizes up to this many patches run ``repeats`` times each (median): a 16-patch eoflow run takes
 ~11 s, where this VM's run-to-run noise (10-30 %) would decide a single run's ratio."""
@@ -142,6 +145,10 @@ def run_one(system: str, n: int, rep: int, work: Path, timeout: float | None) ->
     cmd = _command(system, n, workers, out, result, work)
     print(f"run: {system:8s} {n:3d} patch(es), {workers} worker(s), repeat {rep} ...",
           end="", file=sys.stderr, flush=True)  # fmt: skip
+    # the previous run's outputs (eo-learn writes 2.4 GB at 16 patches) would otherwise be
+    # flushed to disk by the kernel during this run, on the same two cores: flush them first
+    os.sync()
+    time.sleep(SETTLE_S)
     m = measure(cmd, cwd=common.ROOT, env=_env(system), log=work / "out" / f"{tag}.log",
                 timeout=timeout)  # fmt: skip
     inner = json.loads(result.read_text()) if result.exists() else {}
