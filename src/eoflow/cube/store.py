@@ -20,6 +20,7 @@ import xarray as xr
 from eoflow.errors import DataError
 
 __all__ = [
+    "Opaque",
     "checksum_after",
     "is_done",
     "open_tile",
@@ -149,16 +150,17 @@ def write_tile(ds: xr.Dataset, store: Path, tile_id: str, *, compute: bool = Tru
     return ds.to_zarr(store, group=tile_id, encoding=encoding, compute=compute, **kw)
 
 
-class _Targets:
-    """A tile's zarr arrays, kept opaque to Dask (which would walk their metadata per task)."""
+class Opaque:
+    """Zarr arrays handed to a task, kept opaque to Dask (which would walk their metadata per
+    task): a tile's arrays for its chunk writes, ``samples.zarr``'s for its chunk writes."""
 
     __slots__ = ("arrays",)
 
-    def __init__(self, arrays: list) -> None:
+    def __init__(self, arrays: list | dict) -> None:
         self.arrays = arrays
 
 
-def _store_block(targets: _Targets, items: list, refs: list, *sources) -> int:
+def _store_block(targets: Opaque, items: list, refs: list, *sources) -> int:
     """Write the blocks of one spatial chunk of a tile, every variable (one task)."""
     from eoflow._blocks import resolve
 
@@ -200,7 +202,7 @@ def _write_lazy(ds: xr.Dataset, store: Path, tile_id: str, encoding: dict, kw: d
         dump_to_store(ds, zstore, writer, encoding=encoding)  # metadata + in-memory coordinates
         sources, regions = list(writer.sources), list(writer.regions)
         disk = LocalStore(str(store))
-        targets = _Targets([
+        targets = Opaque([
             zarr.Array(zarr.AsyncArray(t.metadata, StorePath(disk, f"{tile_id}/{t.path}"),
                                        t.config))
             for t in writer.targets

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from eoflow.cube.store import _Targets, is_done, read_ledger, write_ledger
+from eoflow.cube.store import Opaque, is_done, read_ledger, write_ledger
 from eoflow.errors import DataError
 from eoflow.sampling import sample_pixels
 from eoflow.stages.context import RunContext
@@ -187,7 +187,7 @@ def write_chunk(path: str, start: int, pieces: list[dict], arrays=None) -> int:
 
     Runs on a worker (the pieces are futures resolved there, so the samples never pass through
     the client); the rows are one whole chunk (the last one may be short), so concurrent calls
-    never touch the same chunk. ``arrays`` (:class:`~eoflow.cube.store._Targets` of the store's
+    never touch the same chunk. ``arrays`` (:class:`~eoflow.cube.store.Opaque` of the store's
     arrays by name, already resized by the writer) saves opening them from ``path`` here.
     """
     if arrays is None:
@@ -301,7 +301,7 @@ class SampleWriter:
         for z in self._arrays.values():  # shape first: the chunk's writer gets these arrays
             z.resize((start + rows, *z.shape[1:]))
         self._submitted += rows
-        arrays = _Targets(dict(self._arrays))  # opaque to Dask; the worker opens nothing
+        arrays = Opaque(dict(self._arrays))  # opaque to Dask; the worker opens nothing
         if self.client is None:
             write_chunk(str(self.path), start, pieces, arrays)
         else:
