@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -93,3 +94,23 @@ def test_local_workers_start_in_the_background_and_warm_up():
         c.wait_for_workers(2, timeout=120)
         assert list(c.run(_warm).values()) == [True, True]
     assert returned < 30
+
+
+def _parent_and_warm() -> tuple[int, bool]:
+    return os.getppid(), "eoflow.stages.sample" in sys.modules and "numba" in sys.modules
+
+
+def test_local_workers_are_forks_of_one_warm_server_unless_their_environment_differs():
+    """Default-allocator workers fork from one fork server that imported the task modules
+    (eoflow._warm); a cluster with another allocator spawns its workers from this process."""
+    cfg = ClusterConfig(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+    seen = []
+    for _ in range(2):
+        with cluster.connect(cfg, quiet=True, wait=True) as c:
+            seen += list(c.run(_parent_and_warm).values())
+    parents = {p for p, _ in seen}
+    assert len(parents) == 1 and os.getpid() not in parents  # one server, not this process
+    assert all(warm for _, warm in seen)
+    other = cfg.model_copy(update={"allocator": "system"})
+    with cluster.connect(other, quiet=True, wait=True) as c:
+        assert {p for p, _ in c.run(_parent_and_warm).values()} == {os.getpid()}
