@@ -208,6 +208,9 @@ def run(
         from eoflow.stages.sample import SampleWriter, part_layout, sample_dataset, tag_part
 
         t_import += time.perf_counter() - t1
+        import gc
+
+        gc.freeze()  # as the eoflow command does once its cluster is up (run_pipeline settle_gc)
         with get_task_stream(client) as ts:
             state: dict = {"grid": None, "writer": None}
             pending: dict = {}

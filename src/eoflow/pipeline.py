@@ -82,6 +82,7 @@ def run_pipeline(
     scheduler: str | None = None,
     resume: bool = True,
     quiet: bool = False,
+    settle_gc: bool = False,
 ) -> RunContext:
     """Run ``stages`` of the pipeline for ``cfg`` into ``out`` on a Dask cluster.
 
@@ -97,6 +98,11 @@ def run_pipeline(
         Address of an existing Dask scheduler; default a LocalCluster sized to the machine.
     resume
         Skip tiles whose ledger entry matches this config (always safe; False rewrites all).
+    settle_gc
+        Once the cluster is up (the start-up imports done), move every object alive to the
+        garbage collector's permanent generation (``gc.freeze``), so that the collections during
+        the run never rescan them (0.3-0.5 CPU s of a 16-tile run on a 2-core VM). For a process
+        that ends with the run (the ``eoflow`` command); objects frozen are never collected.
 
     Returns
     -------
@@ -118,6 +124,10 @@ def run_pipeline(
         ctx.log(f"{len(tiles)} tile(s) of {cfg.grid.tile_size_px} px; run directory {out}")
         client = stack.enter_context(connect(cfg.cluster, address=scheduler, quiet=quiet))
         ctx.client = client
+        if settle_gc:
+            import gc
+
+            gc.freeze()
         if not resume:
             _forget(out)
         for stage in order:

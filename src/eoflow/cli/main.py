@@ -28,6 +28,10 @@ COMMAND_MODULES = (
 )
 
 
+_OWNS_PROCESS = False
+"""True in the ``eoflow`` command (:func:`run`), False for callers of :func:`main` (tests)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the full argument parser from every command module that is present."""
     from eoflow import __version__
@@ -61,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = debug
+    args.settle_gc = _OWNS_PROCESS  # the eoflow command: the process ends with the run
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -105,6 +110,8 @@ def run() -> None:
     """
     import gc
 
+    global _OWNS_PROCESS
+    _OWNS_PROCESS = True  # run_pipeline(settle_gc=True): start-up objects frozen once up
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
