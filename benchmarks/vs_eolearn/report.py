@@ -57,8 +57,10 @@ NOTES = """\
   allocator), through eoflow's stage runner's sliding window (`eoflow.stages._runner.run_window`:
   one patch per worker thread computing, each patch's frame filter submitted at high priority a
   window ahead, the next patch's graph built while the others compute and submitted as soon as
-  one finishes). The workers start in the background while the client imports and opens the
-  first patches, and preload `eoflow.worker` (imports, numba's set-up). The samples are gathered from the features in memory, in the same graph as their
+  one finishes). The workers start in the background while the client starts the scheduler and
+  opens the first patches: they are forks of a fork server started first thing
+  (`eoflow._warm`: Dask, xarray, zarr, eoflow's task modules and numba's cached kernels loaded
+  once; the server's CPU and memory are counted in the tree). The samples are gathered from the features in memory, in the same graph as their
   Zarr write, stay on the workers and are written to `samples.zarr` in whole chunks by the
   workers (`SampleWriter`; eoflow's pipeline runs the same functions in its own `sample` stage
   on `features.zarr`, so that stage can be re-run alone). Features in Zarr v3 with zstd level 1
