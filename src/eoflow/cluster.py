@@ -129,8 +129,8 @@ def _start_local(cfg: ClusterConfig, stack: contextlib.ExitStack):
     net = {"host": "127.0.0.1", "protocol": "tcp://"}  # loopback only, threads or processes
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                  **_worker_env(cfg)}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in spawn_env}
-    stack.callback(_restore_env, saved)  # runs after the cluster is closed (registered first)
+    # the nanny sets these here when it starts a worker: put back after the cluster is closed
+    stack.enter_context(_restored_environ(spawn_env))  # (entered first, so exited last)
     stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}))
     if cfg.processes:
         method = _start_method(spawn_env, fork=cfg.allocator == "retain")
@@ -179,24 +179,27 @@ def _start_method(env: dict[str, str], *, fork: bool = True) -> str:
         ctx.set_forkserver_preload(["eoflow._warm"])
         # Dask would otherwise set its own list once (importing every optional package here)
         distributed.utils._forkserver_preload_set = True
-        saved = {k: os.environ.get(k) for k in server_env}
-        os.environ.update(server_env)
-        try:
-            from multiprocessing import forkserver
+        from multiprocessing import forkserver
 
+        with _restored_environ(server_env):
+            os.environ.update(server_env)
             forkserver.ensure_running()  # starts warming up now, in the background
-        finally:
-            _restore_env(saved)
         _FORKSERVER_ENV = env
     return "forkserver" if env == _FORKSERVER_ENV else "spawn"
 
 
-def _restore_env(saved: dict[str, str | None]) -> None:
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+@contextlib.contextmanager
+def _restored_environ(keys) -> Iterator[None]:
+    """Put this process's environment variables ``keys`` back as they were on exit."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def total_threads(client) -> int:

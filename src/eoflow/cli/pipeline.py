@@ -76,7 +76,7 @@ def _execute(config: Path, args) -> int:
     _check_out(out, args.resume, args.stages)
     t0 = time.perf_counter()
     ctx = run_pipeline(cfg, out, stages=tuple(stages), scheduler=args.scheduler, quiet=args.quiet,
-                       settle_gc=getattr(args, "settle_gc", False))  # fmt: skip
+                       settle_gc=args.settle_gc)  # fmt: skip
     failed = {t: s for t, s in ctx.status.items() if s.get("state") == "failed"}
     summary = {"run": str(out), "stages": list(stages), "wall_s": round(time.perf_counter() - t0, 1),
                "tiles": len(ctx.tiles), "failed_tiles": len(failed)}  # fmt: skip
