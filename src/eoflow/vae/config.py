@@ -110,9 +110,28 @@ class FinetuneConfig(_TrainCommon):
     init: str | None = Field(None, description="pretrain output dir (default <out>/pretrain)")
     target: str = Field("class", description="'class' (y) or a name in attrs['targets']")
     task: Literal["regression", "classification"] | None = None
-    head_input: Literal["mu", "pooled"] = "mu"
+    head_input: Literal["mu", "pooled", "attention"] = "mu"
     head_hidden: int = Field(64, ge=1)
+    head_queries: int = Field(4, ge=1, description="learned queries of head_input: attention")
     beta: float = Field(0.0, ge=0, description="KL weight kept during fine-tuning")
+    target_transform: Literal["none", "log"] = Field(
+        "none",
+        description="regression: fit log(target) (positive, skewed targets); report in units",
+    )
+    loss: Literal["mse", "huber"] = Field(
+        "mse", description="regression loss on the standardised (transformed) target"
+    )
+    huber_delta: float = Field(1.0, gt=0, description="in standard deviations of the target")
+    val_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="share of training rows held out, whole locations at a time, to pick the step",
+    )
+    eval_every: int = Field(100, ge=1, description="steps between validation passes")
+    patience: int | None = Field(
+        None, ge=1, description="stop after this many validation passes without improvement"
+    )
 
 
 class PredictConfig(_Model):

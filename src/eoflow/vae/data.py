@@ -193,6 +193,10 @@ class SeriesStream(IterableDataset):
         Pretraining objective.
     rows_per_shard
         Shard size (default: the store's chunk rows).
+    holdout, part
+        Hold out about ``holdout`` of the selected rows, whole locations (``xcoord, ycoord``) at a
+        time so that no site is on both sides, chosen by ``seed``; ``part`` picks the rest
+        (``fit``) or the held-out rows (``holdout``).  For validation during fine-tuning.
     rank, world_size
         Override the distributed rank (default: :func:`rank_and_world`).
     """
@@ -209,6 +213,8 @@ class SeriesStream(IterableDataset):
     mean_span: float = 20.0
     denoise_fraction: float = 0.5
     rows_per_shard: int | None = None
+    holdout: float = 0.0
+    part: Literal["fit", "holdout"] = "fit"
     rank: int | None = None
     world_size: int | None = None
     epoch: int = 0
@@ -246,7 +252,27 @@ class SeriesStream(IterableDataset):
                     vals = raw.astype(np.float64)
                 self._values = vals
                 self._selected &= np.isfinite(vals)
+            if self.holdout > 0:
+                held = self._holdout_rows(self._store, self._selected)
+                self._selected &= held if self.part == "holdout" else ~held
         return self._store
+
+    def _holdout_rows(self, store: SamplesStore, selected: np.ndarray) -> np.ndarray:
+        """Whole locations, in a seeded random order, until ``holdout`` of the rows is reached."""
+        rows = np.flatnonzero(selected)
+        if {"xcoord", "ycoord"} <= store.arrays:
+            xy = np.stack([store.vector("xcoord")[rows], store.vector("ycoord")[rows]], 1)
+            _, group = np.unique(xy, axis=0, return_inverse=True)
+        else:
+            group = np.arange(rows.size)
+        group = group.ravel()
+        n_groups = int(group.max()) + 1 if rows.size else 0
+        order = np.random.default_rng([self.seed, 0x401D]).permutation(n_groups)
+        sizes = np.bincount(group, minlength=n_groups)[order]
+        n_held = int(np.searchsorted(np.cumsum(sizes), self.holdout * rows.size) + 1)
+        held = np.zeros(self.n, dtype=bool)
+        held[rows[np.isin(group, order[: min(n_held, max(n_groups - 1, 0))])]] = True
+        return held
 
     def selected_rows(self) -> np.ndarray:
         """Indices of the rows this dataset yields per epoch (over all readers)."""

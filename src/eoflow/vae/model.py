@@ -8,7 +8,9 @@
 * Bottleneck: masked mean of the encoder states -> ``mu, logvar`` -> ``z``.  The decoder's
   cross-attention memory is *only* ``n_mem`` tokens projected from ``z`` (it never sees the encoder
   states), and ``W z`` is added to every decoder input embedding (Optimus' "memory + embedding").
-* A seq-to-value head (MLP on ``mu`` or on the pooled states) for regression or classification.
+* A seq-to-value head for regression or classification: an MLP on ``mu``, on the mean-pooled
+  states, or on ``head_queries`` learned queries that attend over the encoder states (attention
+  pooling, so the head can pick out the bytes of the numbers that matter).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ class ModelConfig:
     z_to_embedding: bool = True
     head_outputs: int = 0
     head_task: Literal["regression", "classification"] = "regression"
-    head_input: Literal["mu", "pooled"] = "mu"
+    head_input: Literal["mu", "pooled", "attention"] = "mu"
     head_hidden: int = 64
+    head_queries: int = 4
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -205,6 +208,29 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return kl.mean(0)
 
 
+class AttentionPool(nn.Module):
+    """``m`` learned queries attend over the encoder states (padding masked): ``(B, m * d)``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.h, self.dk, self.m = cfg.n_heads, cfg.d_kv, cfg.head_queries
+        self.query = nn.Parameter(
+            torch.randn(self.m, self.h * self.dk) * (self.h * self.dk) ** -0.5
+        )
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.n_heads * cfg.d_kv, bias=False)
+        self.o = nn.Linear(cfg.n_heads * cfg.d_kv, cfg.d_model, bias=False)
+        self.norm = RMSNorm(cfg.d_model, cfg.eps)
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        b, n, _ = h.shape
+        q = self.query.to(h.dtype).view(1, self.m, self.h, self.dk).transpose(1, 2)
+        k, v = self.kv(h).view(b, n, 2, self.h, self.dk).permute(2, 0, 3, 1, 4)
+        mask = keep[:, None, None, :]
+        out = F.scaled_dot_product_attention(q.expand(b, -1, -1, -1), k, v, attn_mask=mask)
+        out = self.o(out.transpose(1, 2).reshape(b, self.m, self.h * self.dk))
+        return self.norm(out).flatten(1)
+
+
 class ByteVAE(nn.Module):
     """Encoder-decoder over byte ids with a VAE bottleneck and an optional value head.
 
@@ -231,8 +257,12 @@ class ByteVAE(nn.Module):
         self.dec_norm = RMSNorm(d, cfg.eps)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
         self.head: nn.Module | None = None
+        self.head_pool: AttentionPool | None = None
         if cfg.head_outputs:
-            h_in = cfg.latent_dim if cfg.head_input == "mu" else d
+            h_in = {"mu": cfg.latent_dim, "pooled": d, "attention": cfg.head_queries * d}
+            h_in = h_in[cfg.head_input]
+            if cfg.head_input == "attention":
+                self.head_pool = AttentionPool(cfg)
             self.head = nn.Sequential(
                 nn.Linear(h_in, cfg.head_hidden),
                 nn.GELU(),
@@ -278,10 +308,16 @@ class ByteVAE(nn.Module):
         self, ids: torch.Tensor, padded: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``mu, logvar`` (float32) and the pooled encoder state."""
+        mu, logvar, pooled, _ = self._posterior(ids, padded)
+        return mu, logvar, pooled
+
+    def _posterior(
+        self, ids: torch.Tensor, padded: bool | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         h, keep = self.encode(ids, padded)
         pooled = self.pool(h, keep)
         mu, logvar = self.to_stats(pooled).float().chunk(2, dim=-1)
-        return mu, logvar.clamp(-20.0, 10.0), pooled
+        return mu, logvar.clamp(-20.0, 10.0), pooled, (h, keep)
 
     # ------------------------------------------------------------------ decoder side
     def decode(self, z: torch.Tensor, dec_in: torch.Tensor) -> torch.Tensor:
@@ -315,8 +351,11 @@ class ByteVAE(nn.Module):
         """Head output ``(B, head_outputs)`` plus ``mu``/``logvar``."""
         if self.head is None:
             raise RuntimeError("model has no value head (head_outputs=0)")
-        mu, logvar, pooled = self.posterior(input_ids, padded)
-        x = mu if self.cfg.head_input == "mu" else pooled
+        mu, logvar, pooled, (h, keep) = self._posterior(input_ids, padded)
+        if self.head_pool is not None:
+            x = self.head_pool(h, keep)
+        else:
+            x = mu if self.cfg.head_input == "mu" else pooled
         return self.head(x.to(self.head[0].weight.dtype)).float(), {"mu": mu, "logvar": logvar}
 
     @torch.no_grad()

@@ -114,6 +114,12 @@ class Trainer:
         Seed recorded in every checkpoint.
     device
         Torch device.
+    validate
+        Optional ``model -> score`` (lower is better), run every ``eval_every`` steps and at the
+        end: the best model is kept in ``out_dir/best`` and is the one saved as the final model;
+        ``patience`` passes without improvement stop training early.
+    eval_every, patience
+        See ``validate``.
     """
 
     def __init__(
@@ -127,8 +133,13 @@ class Trainer:
         meta: dict[str, Any],
         seed: int,
         device: torch.device,
+        validate: Callable[[ByteVAE], float] | None = None,
+        eval_every: int = 100,
+        patience: int | None = None,
     ) -> None:
         self.model = model.to(device)
+        self.validate, self.eval_every, self.patience = validate, eval_every, patience
+        self.best: dict[str, Any] = {"score": math.inf, "step": 0, "stale": 0}
         self.dataset, self.tc, self.step_fn = dataset, tc, step_fn
         self.out = Path(out_dir)
         self.meta, self.seed, self.device = meta, seed, device
@@ -165,6 +176,7 @@ class Trainer:
         self.model.load_state_dict(model.state_dict())
         st = load_training_state(ck, self.opt)
         self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
+        self.best = st.get("best", self.best)
         return True
 
     def save(self) -> Path:
@@ -179,6 +191,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
                 "seed": self.seed,
+                "best": self.best,
             },
         )
         return d
@@ -238,20 +251,52 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k in _SHOW})
                         log.write(json.dumps(rec) + "\n")
                         log.flush()
+                    if self.validate is not None and (
+                        self.step % self.eval_every == 0 or self.step == self.tc.steps
+                    ):
+                        rec["val"] = self._check(bar)
+                        log.write(json.dumps({"step": self.step, "val": rec["val"]}) + "\n")
+                        log.flush()
                     if self.step % self.tc.checkpoint_every == 0 or self.step == self.tc.steps:
                         self.save()
-                    if self.step >= self.tc.steps:
+                    if self.step >= self.tc.steps or self._out_of_patience():
                         break
                 else:
                     if got == 0 and self.batch_in_epoch == 0:
                         raise DataError(f"{self.dataset.store}: the selected split has no samples")
                     self.epoch += 1
                     self.batch_in_epoch = 0
+                    continue
+                break  # steps done or out of patience
         finally:
             bar.close()
             log.close()
+        if self.validate is not None and self.best["step"]:
+            if self.best["step"] != self.step:
+                best, _ = load_model(self.out / "best")
+                self.model.load_state_dict(best.state_dict())
+            self.meta = {**self.meta, "best": dict(self.best)}
         save_model(self.model, self.out, self.meta)
         return history
+
+    def _check(self, bar: Any) -> float:
+        """One validation pass; keep the model in ``out/best`` when it is the best so far."""
+        assert self.validate is not None
+        score = float(self.validate(self.model))
+        if score < self.best["score"]:
+            self.best = {"score": score, "step": self.step, "stale": 0}
+            save_model(self.model, self.out / "best", {**self.meta, "best": dict(self.best)})
+        else:
+            self.best["stale"] += 1
+        bar.write(
+            f"{self.out.name} step {self.step}: validation {score:.4g} "
+            f"(best {self.best['score']:.4g} at step {self.best['step']})",
+            file=sys.stderr,
+        )
+        return score
+
+    def _out_of_patience(self) -> bool:
+        return self.patience is not None and self.best["stale"] >= self.patience
 
 
 _SHOW = ("loss", "ce", "kl", "beta", "tokens_per_s", "mse", "acc")
@@ -290,16 +335,28 @@ def pretrain_step_fn(kl: KLConfig, total: int) -> StepFn:
     return step
 
 
-def value_step_fn(task: str, mean: float, std: float, beta: float) -> StepFn:
-    """MSE on standardised targets (regression) or cross-entropy (classification) + beta * KL."""
+def value_step_fn(
+    task: str,
+    mean: float,
+    std: float,
+    beta: float,
+    *,
+    transform: str = "none",
+    loss: str = "mse",
+    huber_delta: float = 1.0,
+) -> StepFn:
+    """Regression: MSE or Huber on standardised (optionally log) targets; classification:
+    cross-entropy; plus beta * KL."""
 
     def step(
         model: ByteVAE, batch: dict[str, torch.Tensor], i: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
         pred, aux = model.predict_value(batch["input_ids"], batch.get("padded"))
         if task == "regression":
-            main = F.mse_loss(pred[:, 0], (batch["value"] - mean) / std)
-            m = {"mse": float(main.detach())}
+            target = (_forward_transform(batch["value"], transform) - mean) / std
+            mse = F.mse_loss(pred[:, 0], target)
+            main = mse if loss == "mse" else F.huber_loss(pred[:, 0], target, delta=huber_delta)
+            m = {"mse": float(mse.detach())}
         else:
             target = batch["value"].long()
             main = F.cross_entropy(pred, target)
@@ -309,6 +366,17 @@ def value_step_fn(task: str, mean: float, std: float, beta: float) -> StepFn:
         return main + beta * kl, m
 
     return step
+
+
+def _forward_transform(v: Any, transform: str) -> Any:
+    """Target -> the scale the head is fitted on (``log`` or unchanged)."""
+    if transform == "log":
+        return torch.log(v) if torch.is_tensor(v) else np.log(v)
+    return v
+
+
+def _inverse_transform(v: np.ndarray, transform: str) -> np.ndarray:
+    return np.exp(v) if transform == "log" else v
 
 
 # ----------------------------------------------------------------------------- commands
@@ -390,7 +458,14 @@ def pretrain(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
 
 
 def _value_dataset(
-    cfg: VAERunConfig, target: str, split: str, *, shuffle: bool, text: TextSpec
+    cfg: VAERunConfig,
+    target: str,
+    split: str,
+    *,
+    shuffle: bool,
+    text: TextSpec,
+    holdout: float = 0.0,
+    part: str = "fit",
 ) -> SeriesStream:
     return SeriesStream(
         str(cfg.path(cfg.data.store)),
@@ -402,6 +477,8 @@ def _value_dataset(
         seed=cfg.seed,
         shuffle=shuffle,
         rows_per_shard=cfg.data.rows_per_shard,
+        holdout=holdout,
+        part=part,  # type: ignore[arg-type]
     )
 
 
@@ -425,7 +502,8 @@ def evaluate(
         out, _ = model.predict_value(batch["input_ids"].to(device))
         out = out.float().cpu()
         if head["task"] == "regression":
-            preds.append(out[:, 0].numpy() * head["std"] + head["mean"])
+            z = out[:, 0].numpy().astype(np.float64) * head["std"] + head["mean"]
+            preds.append(_inverse_transform(z, head.get("transform", "none")))
         else:
             ids = np.asarray(head["class_ids"])
             preds.append(ids[out.argmax(1).numpy()])
@@ -451,6 +529,20 @@ def evaluate(
     return r, p, t, metrics
 
 
+def _validator(
+    ds: SeriesStream | None, meta: dict[str, Any], device: torch.device
+) -> Callable[[ByteVAE], float] | None:
+    """``model -> score`` on the held-out rows: RMSE, or the error rate for classes."""
+    if ds is None:
+        return None
+
+    def score(model: ByteVAE) -> float:
+        *_, m = evaluate(model, ds, meta, device)
+        return m["rmse"] if meta["head"]["task"] == "regression" else 1.0 - m["accuracy"]
+
+    return score
+
+
 def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune the pretrained model with a value head on ``finetune.target``.
 
@@ -464,17 +556,26 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     _, pre_meta = load_model(init)
     text = TextSpec(**pre_meta["text"])
     train_split = cfg.data.train_split if cfg.data.split_array else "all"
-    ds = _value_dataset(cfg, fc.target, train_split, shuffle=True, text=text)
+    ds = _value_dataset(
+        cfg, fc.target, train_split, shuffle=True, text=text, holdout=fc.val_fraction
+    )
     task = fc.task or ("classification" if fc.target == "class" else "regression")
     vals = ds.values()[ds.selected_rows()]
     if vals.size == 0:
         raise DataError(f"{ds.store}: no training rows with target {fc.target!r}")
     if task == "regression":
+        if fc.target_transform == "log" and not (vals > 0).all():
+            raise DataError(
+                f"{ds.store}: target {fc.target!r} has values <= 0",
+                "finetune.target_transform: log needs positive targets; use none",
+            )
+        tv = _forward_transform(vals, fc.target_transform)
         head = {
             "task": task,
             "target": fc.target,
-            "mean": float(vals.mean()),
-            "std": float(vals.std() or 1.0),
+            "mean": float(tv.mean()),
+            "std": float(tv.std() or 1.0),
+            "transform": fc.target_transform,
         }
         n_out = 1
     else:
@@ -488,13 +589,27 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
             "head_task": task,
             "head_input": fc.head_input,
             "head_hidden": fc.head_hidden,
+            "head_queries": fc.head_queries,
         },
         strict=False,
     )
     meta = {**pre_meta, "kind": "finetune", "head": head, "init": str(init)}
-    step_fn = value_step_fn(task, head.get("mean", 0.0), head.get("std", 1.0), fc.beta)
+    step_fn = value_step_fn(
+        task, head.get("mean", 0.0), head.get("std", 1.0), fc.beta,
+        transform=fc.target_transform, loss=fc.loss, huber_delta=fc.huber_delta,
+    )  # fmt: skip
     out = cfg.path(cfg.out) / "finetune"
-    trainer = Trainer(model, ds, fc, out, step_fn, meta=meta, seed=cfg.seed, device=device)
+    val_ds = None
+    if fc.val_fraction > 0:
+        val_ds = _value_dataset(
+            cfg, fc.target, train_split, shuffle=False, text=text, holdout=fc.val_fraction,
+            part="holdout",
+        )  # fmt: skip
+    validate = _validator(val_ds, meta, device)
+    trainer = Trainer(
+        model, ds, fc, out, step_fn, meta=meta, seed=cfg.seed, device=device, validate=validate,
+        eval_every=fc.eval_every, patience=fc.patience,
+    )  # fmt: skip
     resumed = trainer.resume() if resume else False
     hist = trainer.fit()
     results: dict[str, Any] = {
@@ -504,6 +619,12 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
         "head": head,
     }
     results["final"] = {k: hist[-1].get(k) for k in ("loss", "mse", "acc", "kl")} if hist else {}
+    if val_ds is not None:
+        results["validation"] = {
+            "rows": int(val_ds.selected_rows().size),
+            "metric": "rmse" if task == "regression" else "error rate",
+            **trainer.best,
+        }
     if cfg.data.split_array:
         eval_ds = _value_dataset(cfg, fc.target, "test", shuffle=False, text=text)
         *_, metrics = evaluate(trainer.model, eval_ds, meta, device)
