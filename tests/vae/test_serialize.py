@@ -15,6 +15,7 @@ from eoflow.vae.serialize import (
     compact_byte_budget,
     from_sexpr,
     is_valid_sexpr,
+    parse_sexpr,
     quantize,
     to_sexpr,
 )
@@ -69,6 +70,28 @@ def test_round_trip_exact_at_precision(s, compact, prec):
     assert np.all(
         np.abs(back.values[ok] - s.values[ok]) <= 0.5 * 10.0**-prec + 1e-9 * np.abs(s.values[ok])
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(series(), st.integers(0, 4), st.integers(0, 8))
+def test_fixed_width_digits_round_trip(s, prec, width):
+    kw = dict(compact=True, precision=prec, loc_precision=3, target_precision=2)
+    text = to_sexpr(s, widths=width, **kw)
+    back = from_sexpr(text)
+    _same(back, quantize(s, precision=prec, loc_precision=3, target_precision=2))
+    assert to_sexpr(back, widths=width, **kw) == text  # same widths: same bytes
+    assert from_sexpr(to_sexpr(s, **kw)).values.tobytes() == back.values.tobytes()
+    pts = parse_sexpr(text)[0][4][1:]  # (data-seq (loc) (cols) (dec) (pts ...))
+    toks = [tok for pt in pts for tok in pt[1:]]
+    assert toks and all(t == "nan" or len(t.lstrip("-")) >= width for t in toks)  # all padded
+
+
+def test_fixed_widths_per_feature_align_place_values():
+    s = PixelSeries(x=1.0, y=2.0, dates=["2023-01-15", "2023-01-31"], features=["blue", "ndvi"],
+                    values=np.array([[0.0412, 0.6903], [0.5, -0.01]]))  # fmt: skip
+    text = to_sexpr(s, precision={"blue": 4, "ndvi": 3}, loc_precision=1, widths={"blue": 5})
+    assert "(pts (2023-01-15 00412 690) (2023-01-31 05000 -10))" in text
+    assert from_sexpr(text).values.tolist() == [[0.0412, 0.69], [0.5, -0.01]]
 
 
 def test_full_layout_is_the_users_format():

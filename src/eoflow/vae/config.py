@@ -51,6 +51,10 @@ class SerializeConfig(_Model):
     default_precision: int = Field(3, ge=0, le=8, description="for features missing in a dict")
     loc_precision: int = Field(4, ge=0, le=8)
     max_len: int = Field(2048, ge=16, description="encoder length in bytes (longer texts: error)")
+    widths: int | dict[str, int] | None = Field(
+        None,
+        description="compact: zero-pad scaled integers to this many digits (one or per feature)",
+    )
 
 
 class ModelSection(_Model):

@@ -41,6 +41,7 @@ class TextSpec:
     default_precision: int = 3
     loc_precision: int = 4
     max_len: int = 2048
+    widths: int | dict[str, int] | None = None
 
     def precisions(self, features: Sequence[str]) -> dict[str, int]:
         """Decimals per feature."""
@@ -320,6 +321,7 @@ class SeriesStream(IterableDataset):
             precision=self.text.precisions(self.features),
             loc_precision=self.text.loc_precision,
             with_targets=False,
+            widths=self.text.widths,
         )
         ids = encode(txt, add_eos=False)
         if len(ids) + 1 > self.text.max_len:

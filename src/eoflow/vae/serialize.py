@@ -100,8 +100,20 @@ def _fmt_fixed(value: float, dec: int) -> str:
     return f"{sign}{digits[:-dec]}.{digits[-dec:]}"
 
 
-def _fmt_scaled(value: float, dec: int) -> str:
-    return "nan" if not math.isfinite(value) else str(round(value * 10**dec))
+def _fmt_scaled(value: float, dec: int, width: int = 0) -> str:
+    """``round(value * 10**dec)``, its digits zero-padded to ``width`` (sign outside)."""
+    if not math.isfinite(value):
+        return "nan"
+    q = round(value * 10**dec)
+    return ("-" if q < 0 else "") + str(abs(q)).rjust(width, "0")
+
+
+def _widths(features: Sequence[str], widths: int | Mapping[str, int] | None) -> list[int]:
+    if widths is None:
+        return [0] * len(features)
+    if isinstance(widths, Mapping):
+        return [int(widths.get(f, 0)) for f in features]
+    return [int(widths)] * len(features)
 
 
 def _fmt_target(value: float | str, dec: int) -> str:
@@ -135,6 +147,7 @@ def to_sexpr(
     loc_precision: int = 4,
     target_precision: int = 2,
     with_targets: bool = True,
+    widths: int | Mapping[str, int] | None = None,
 ) -> str:
     """Write one pixel series as an s-expression.
 
@@ -150,6 +163,10 @@ def to_sexpr(
         Decimals of ``x``/``y`` and of numeric targets.
     with_targets
         Append ``(predictions ...)`` when the series has targets.
+    widths
+        Compact layout only: zero-pad the digits of each scaled integer to this many (one for all
+        or per feature name), so that a digit's place value is its position in the field (a sign
+        goes in front; wider values are written whole).  Parsing needs no widths.
 
     Returns
     -------
@@ -162,8 +179,9 @@ def to_sexpr(
     x = _fmt_fixed(series.x, loc_precision)
     y = _fmt_fixed(series.y, loc_precision)
     if compact:
+        wids = _widths(series.features, widths)
         pts = " ".join(
-            "(" + " ".join([d, *(_fmt_scaled(v, p) for v, p in zip(row, decs))]) + ")"
+            "(" + " ".join([d, *(_fmt_scaled(v, p, w) for v, p, w in zip(row, decs, wids))]) + ")"
             for d, row in zip(series.dates, values.tolist())
         )
         seq = (

@@ -90,6 +90,7 @@ def text_spec(cfg: VAERunConfig) -> TextSpec:
         default_precision=s.default_precision,
         loc_precision=s.loc_precision,
         max_len=s.max_len,
+        widths=s.widths,
     )
 
 
