@@ -80,6 +80,9 @@ def test_validation_keeps_the_best_step_and_patience_stops(tmp_path, presto_stor
     assert res["steps"] == min(12, best_step + 2 * 2) == vals[-1][0]
     meta = json.loads((run / "model.json").read_text())
     assert meta["best"]["step"] == best_step and meta["head"]["transform"] == "log"
+    man = json.loads((run / "manifest.json").read_text())
+    assert "best/" in man["outputs"] and man["results"]["validation"]["step"] == best_step
+    assert (run / "best" / "model.safetensors").is_file()
     # the saved model is the best one: predicting the held-out rows again gives its score
     from eoflow.vae.checkpoint import load_model
     from eoflow.vae.train import _validator, _value_dataset

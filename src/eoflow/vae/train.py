@@ -634,7 +634,8 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     write_manifest(
         out, command="vae finetune", inputs={**_store_summary(cfg.path(cfg.data.store)), "init": str(init)},
         parameters=cfg.model_dump(), seeds={"seed": cfg.seed, "torch_initial_seed": torch.initial_seed()},
-        outputs=["model.safetensors", "model.json", "metrics.jsonl", "checkpoints/", "eval.json"],
+        outputs=["model.safetensors", "model.json", "metrics.jsonl", "checkpoints/", "eval.json",
+                 *(["best/"] if val_ds is not None else [])],
         results=results, started=started,
     )  # fmt: skip
     return results
