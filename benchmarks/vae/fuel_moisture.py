@@ -85,6 +85,10 @@ def baselines(store: Path, seed: int) -> dict[str, dict]:
             "rmse": rmse(m.predict(x[test]), y[test]),
             "fit_s": round(time.perf_counter() - t, 2),
         }
+    from benchmarks.vae.mlp_reference import SEEDS, mlp_reference
+
+    name = f"MLP on the same numbers (torch, 2 x 256, log target, Huber, {SEEDS} seeds averaged)"
+    out[name] = mlp_reference(x, y, test, seed)
     return out
 
 
@@ -126,6 +130,7 @@ def vae(
         "rmse": ft["test"]["rmse"],
         "mae": ft["test"]["mae"],
         "r2": ft["test"]["r2"],
+        "validation": ft.get("validation"),  # held-out training sites: the step kept
         "preset": cfg.model.preset,
         "device": pre["device"],
         "pretrain_steps": cfg.pretrain.steps,
