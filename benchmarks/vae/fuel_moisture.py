@@ -134,7 +134,8 @@ def vae(
         "preset": cfg.model.preset,
         "device": pre["device"],
         "pretrain_steps": cfg.pretrain.steps,
-        "finetune_steps": cfg.finetune.steps,
+        "finetune_steps": ft["steps"],  # fewer than configured when patience stopped it
+        "finetune_steps_max": cfg.finetune.steps,
         "batch_size": [cfg.pretrain.batch_size, cfg.finetune.batch_size],
         "params": pre["params"],
         "pretrain_s": round(t_pre, 1),
@@ -144,7 +145,7 @@ def vae(
         "pretrain_step_s": pre_step,
         "finetune_step_s": ft_step,
         "overhead_s": round(
-            t_pre - pre_step * cfg.pretrain.steps + t_ft - ft_step * cfg.finetune.steps, 2
+            t_pre - pre_step * cfg.pretrain.steps + t_ft - ft_step * ft["steps"], 2
         ),
         "out": cfg.out,
     }
