@@ -259,8 +259,9 @@ class ByteVAE(nn.Module):
         self.head: nn.Module | None = None
         self.head_pool: AttentionPool | None = None
         if cfg.head_outputs:
-            h_in = {"mu": cfg.latent_dim, "pooled": d, "attention": cfg.head_queries * d}
-            h_in = h_in[cfg.head_input]
+            h_in = {"mu": cfg.latent_dim, "pooled": d, "attention": cfg.head_queries * d}[
+                cfg.head_input
+            ]
             if cfg.head_input == "attention":
                 self.head_pool = AttentionPool(cfg)
             self.head = nn.Sequential(

@@ -82,10 +82,20 @@ class PixelSeries:
     targets: dict[str, float | str] = field(default_factory=dict)
 
 
+def _per_feature(
+    features: Sequence[str], value: int | Mapping[str, int] | None, default: int
+) -> list[int]:
+    """One integer per feature from one for all, a per-name mapping (``default`` if missing)
+    or None (``default`` for all)."""
+    if value is None:
+        return [default] * len(features)
+    if isinstance(value, Mapping):
+        return [int(value.get(f, default)) for f in features]
+    return [int(value)] * len(features)
+
+
 def _precisions(features: Sequence[str], precision: int | Mapping[str, int]) -> list[int]:
-    if isinstance(precision, Mapping):
-        return [int(precision.get(f, 4)) for f in features]
-    return [int(precision)] * len(features)
+    return _per_feature(features, precision, 4)
 
 
 def _fmt_fixed(value: float, dec: int) -> str:
@@ -106,14 +116,6 @@ def _fmt_scaled(value: float, dec: int, width: int = 0) -> str:
         return "nan"
     q = round(value * 10**dec)
     return ("-" if q < 0 else "") + str(abs(q)).rjust(width, "0")
-
-
-def _widths(features: Sequence[str], widths: int | Mapping[str, int] | None) -> list[int]:
-    if widths is None:
-        return [0] * len(features)
-    if isinstance(widths, Mapping):
-        return [int(widths.get(f, 0)) for f in features]
-    return [int(widths)] * len(features)
 
 
 def _fmt_target(value: float | str, dec: int) -> str:
@@ -179,7 +181,7 @@ def to_sexpr(
     x = _fmt_fixed(series.x, loc_precision)
     y = _fmt_fixed(series.y, loc_precision)
     if compact:
-        wids = _widths(series.features, widths)
+        wids = _per_feature(series.features, widths, 0)
         pts = " ".join(
             "(" + " ".join([d, *(_fmt_scaled(v, p, w) for v, p, w in zip(row, decs, wids))]) + ")"
             for d, row in zip(series.dates, values.tolist())
