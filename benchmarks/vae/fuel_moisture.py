@@ -126,6 +126,8 @@ def vae(
         ft = finetune(cfg)
     t_ft = time.perf_counter() - t - t_pre
     pre_step, ft_step = _step_s(pre_clock), _step_s(ft_clock)
+    runs = ft.get("members", [ft])
+    ft_steps_all = sum(r["steps"] for r in runs)
     return {
         "rmse": ft["test"]["rmse"],
         "mae": ft["test"]["mae"],
@@ -136,6 +138,10 @@ def vae(
         "pretrain_steps": cfg.pretrain.steps,
         "finetune_steps": ft["steps"],  # fewer than configured when patience stopped it
         "finetune_steps_max": cfg.finetune.steps,
+        "members": [  # each fine-tune alone; the row's figures average them all
+            {"steps": r["steps"], "validation": r.get("validation"), "test": r.get("test")}
+            for r in runs
+        ],
         "batch_size": [cfg.pretrain.batch_size, cfg.finetune.batch_size],
         "params": pre["params"],
         "pretrain_s": round(t_pre, 1),
@@ -145,7 +151,7 @@ def vae(
         "pretrain_step_s": pre_step,
         "finetune_step_s": ft_step,
         "overhead_s": round(
-            t_pre - pre_step * cfg.pretrain.steps + t_ft - ft_step * ft["steps"], 2
+            t_pre - pre_step * cfg.pretrain.steps + t_ft - ft_step * ft_steps_all, 2
         ),
         "out": cfg.out,
     }
@@ -185,9 +191,11 @@ def vae_label(r: dict) -> str:
     """Table label of a VAE run: preset, parameters, steps, batch size, device."""
     dev = str(r["device"]).split(":")[0].upper()
     bp, bf = r["batch_size"]
+    k = len(r.get("members", [])) or 1
+    ft = f"{r['finetune_steps']}" if k == 1 else f"{k} x <= {r['finetune_steps_max']}"
     return (
         f"eoflow VAE fine-tuned ({r['preset']}, {r['params'] / 1e6:.2f} M params, "
-        f"{r['pretrain_steps']} + {r['finetune_steps']} steps, batch {bp}/{bf}, {dev})"
+        f"{r['pretrain_steps']} + {ft} steps, batch {bp}/{bf}, {dev})"
     )
 
 

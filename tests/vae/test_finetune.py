@@ -1,4 +1,4 @@
-"""Fine-tuning choices: held-out locations pick the step, log targets, Huber loss, attention head."""
+"""Fine-tuning choices: held-out locations pick the step, log targets, Huber loss, the heads."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 import torch
 import yaml
 
-from eoflow.errors import DataError
+from eoflow.errors import ConfigError, DataError
 from eoflow.vae.config import load_vae_config
 from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec
-from eoflow.vae.model import ByteVAE, model_config
+from eoflow.vae.model import ByteVAE, atom_slots, model_config, n_atoms
+from eoflow.vae.serialize import PixelSeries, to_sexpr
+from eoflow.vae.tokenizer import encode
 from eoflow.vae.train import finetune, predict, pretrain
 
 TEXT = TextSpec(features=["red", "nir", "ndvi"], precision=3, loc_precision=2, max_len=256)
@@ -42,7 +44,45 @@ def test_attention_head_ignores_padding():
     out, _ = m.predict_value(ids)
     padded = torch.cat([ids, torch.zeros(2, 9, dtype=torch.long)], 1)
     torch.testing.assert_close(m.predict_value(padded)[0], out, atol=1e-5, rtol=1e-5)
-    assert out.shape == (2, 1) and m.head[0].in_features == 3 * cfg.d_model
+    assert out.shape == (2, 1) and m.head[1].in_features == 3 * cfg.d_model
+
+
+def _number_slots(text: str) -> list[list[int]]:
+    """Slots of the digits of every number-like atom, in text order."""
+    ids = torch.tensor(encode(text, add_eos=True))[None]
+    slots = atom_slots(ids, 64, 6)[0].tolist()
+    atoms: dict[int, list[int]] = {}
+    for ch, sl in zip(text, slots):
+        if ch.isdigit():
+            atoms.setdefault(sl // 6, []).append(sl)
+    return [atoms[a] for a in sorted(atoms)]
+
+
+def test_field_slots_name_a_number_and_its_digit_places_whatever_the_widths():
+    s = PixelSeries(x=-9.5, y=43.25, dates=["2020-01-15", "2020-02-15"], features=["vv", "red"],
+                    values=np.array([[-7.5, 0.081], [-12.25, 0.1234]]))  # fmt: skip
+    narrow = to_sexpr(s, precision={"vv": 1, "red": 3}, loc_precision=1)
+    wide = to_sexpr(s.__class__(**{**s.__dict__, "x": -109.5}), precision={"vv": 1, "red": 3},
+                    loc_precision=1, widths=5)  # fmt: skip
+    a, b = _number_slots(narrow), _number_slots(wide)
+    assert len(a) == len(b)  # same atoms, in the same slots: the n-th number is the n-th atom
+    for da, db in zip(a, b):
+        assert {x // 6 for x in da} == {x // 6 for x in db}
+        assert da[-1] % 6 == db[-1] % 6 == 0  # last digit: place 0 whatever the width
+        assert [x % 6 for x in da] == [min(len(da) - 1 - i, 4) for i in range(len(da))]
+    assert n_atoms(torch.tensor(encode(narrow))[None]) == n_atoms(torch.tensor(encode(wide))[None])
+
+
+def test_fields_head_ignores_padding_and_reads_digits():
+    torch.manual_seed(0)
+    cfg = model_config("tiny", head_outputs=1, head_input="fields", head_fields=40, head_places=4)
+    m = ByteVAE(cfg).eval()
+    ids = torch.tensor(np.stack([encode("((pts (0104 -12) (0099 7)))")] * 2))
+    ids[1, 7] = encode("5")[0]  # one digit differs: the output must too
+    out, _ = m.predict_value(ids)
+    padded = torch.cat([ids, torch.zeros(2, 9, dtype=torch.long)], 1)
+    torch.testing.assert_close(m.predict_value(padded)[0], out, atol=1e-5, rtol=1e-5)
+    assert out[0] != out[1] and m.head[1].in_features == 40 * 4 * cfg.head_slot_dim
 
 
 def _cfg(tmp_path, presto_store, **finetune):
@@ -109,3 +149,37 @@ def test_log_transform_needs_positive_targets(tmp_path, presto_store, cut):
     pretrain(cfg)
     with pytest.raises(DataError, match="target_transform"):
         finetune(cfg)
+
+
+def test_fields_head_must_cover_the_texts(tmp_path, presto_store, cut):
+    store = cut(tmp_path / "s.zarr", np.arange(40), chunk=20)
+    cfg = _cfg(tmp_path, store, head_input="fields", head_fields=20, steps=2)
+    pretrain(cfg)
+    with pytest.raises(ConfigError, match="head_fields"):
+        finetune(cfg)
+    cfg = _cfg(tmp_path, store, head_input="fields", head_fields=96, steps=2)
+    assert finetune(cfg)["steps"] == 2
+
+
+def test_members_are_averaged_by_finetune_and_predict(tmp_path, presto_store, cut):
+    from eoflow.vae.train import _value_dataset, evaluate, load_ensemble
+
+    store = cut(tmp_path / "s.zarr", np.arange(300), chunk=100)
+    cfg = _cfg(tmp_path, store, steps=4, members=2, val_fraction=0.2, eval_every=2,
+               target_transform="log")  # fmt: skip
+    pretrain(cfg)
+    res = finetune(cfg)
+    run = tmp_path / "run" / "finetune"
+    assert json.loads((run / "model.json").read_text())["members"] == ["member-1"]
+    assert (run / "member-1" / "model.safetensors").is_file() and len(res["members"]) == 2
+    top, m1 = (json.loads((d / "manifest.json").read_text()) for d in (run, run / "member-1"))
+    assert top["seeds"]["members"] == [0, 1] and m1["seeds"]["seed"] == 1  # member k: seed + k
+    models, metas = load_ensemble(run)
+    ds = _value_dataset(cfg, "lfmc", "test", shuffle=False, text=TextSpec(**metas[0]["text"]))
+    _, p0, _, _ = evaluate(models[0], ds, metas[0], torch.device("cpu"))
+    _, p1, _, _ = evaluate(models[1], ds, metas[1], torch.device("cpu"))
+    _, pe, _, m = evaluate(models, ds, metas, torch.device("cpu"))
+    np.testing.assert_allclose(pe, np.sqrt(p0 * p1), rtol=1e-6)  # mean of the logs
+    assert not np.allclose(p0, p1)
+    assert m["rmse"] == pytest.approx(res["test"]["rmse"])
+    assert predict(cfg)["rmse"] == pytest.approx(m["rmse"])

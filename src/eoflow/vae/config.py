@@ -114,9 +114,19 @@ class FinetuneConfig(_TrainCommon):
     init: str | None = Field(None, description="pretrain output dir (default <out>/pretrain)")
     target: str = Field("class", description="'class' (y) or a name in attrs['targets']")
     task: Literal["regression", "classification"] | None = None
-    head_input: Literal["mu", "pooled", "attention"] = "mu"
+    head_input: Literal["mu", "pooled", "attention", "fields"] = "mu"
     head_hidden: int = Field(64, ge=1)
     head_queries: int = Field(4, ge=1, description="learned queries of head_input: attention")
+    head_fields: int = Field(
+        256, ge=1, description="head_input: fields: atoms of the text read (must cover the text)"
+    )
+    head_places: int = Field(
+        6, ge=2, description="head_input: fields: digit places per atom, plus one for other bytes"
+    )
+    head_slot_dim: int = Field(4, ge=1, description="head_input: fields: numbers per slot")
+    head_dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the head's input and hidden layer"
+    )
     beta: float = Field(0.0, ge=0, description="KL weight kept during fine-tuning")
     target_transform: Literal["none", "log"] = Field(
         "none",
@@ -133,6 +143,12 @@ class FinetuneConfig(_TrainCommon):
         description="share of training rows held out, whole locations at a time, to pick the step",
     )
     eval_every: int = Field(100, ge=1, description="steps between validation passes")
+    members: int = Field(
+        1,
+        ge=1,
+        description="fine-tunes averaged at prediction; member k uses seed + k (its own head "
+        "initialisation, order and held-out sites)",
+    )
     patience: int | None = Field(
         None, ge=1, description="stop after this many validation passes without improvement"
     )

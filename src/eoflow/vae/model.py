@@ -9,8 +9,11 @@
   cross-attention memory is *only* ``n_mem`` tokens projected from ``z`` (it never sees the encoder
   states), and ``W z`` is added to every decoder input embedding (Optimus' "memory + embedding").
 * A seq-to-value head for regression or classification: an MLP on ``mu``, on the mean-pooled
-  states, or on ``head_queries`` learned queries that attend over the encoder states (attention
-  pooling, so the head can pick out the bytes of the numbers that matter).
+  states, on ``head_queries`` learned queries that attend over the encoder states (attention
+  pooling, so the head can pick out the bytes of the numbers that matter), or on the states laid
+  out by *atom and digit place* (``head_input: fields``, :class:`FieldPool`): the i-th atom of the
+  s-expression and each digit's place counted from the atom's last digit (Abacus-style) index a
+  slot, so the head reads the j-th number of the text whatever the widths before it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from torch import nn
 
 from eoflow.vae.tokenizer import EOS_ID, OFFSET, PAD_ID, SENTINEL_START, TASK_TEXT_ID, VOCAB_SIZE
 
-__all__ = ["PRESETS", "ByteVAE", "ModelConfig", "kl_per_dim", "model_config"]
+__all__ = [
+    "PRESETS",
+    "ByteVAE",
+    "FieldPool",
+    "ModelConfig",
+    "atom_slots",
+    "kl_per_dim",
+    "model_config",
+    "n_atoms",
+]
 
 
 @dataclass
@@ -47,9 +59,13 @@ class ModelConfig:
     z_to_embedding: bool = True
     head_outputs: int = 0
     head_task: Literal["regression", "classification"] = "regression"
-    head_input: Literal["mu", "pooled", "attention"] = "mu"
+    head_input: Literal["mu", "pooled", "attention", "fields"] = "mu"
     head_hidden: int = 64
     head_queries: int = 4
+    head_fields: int = 256
+    head_places: int = 6
+    head_slot_dim: int = 4
+    head_dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -231,6 +247,64 @@ class AttentionPool(nn.Module):
         return self.norm(out).flatten(1)
 
 
+_SEPARATORS = tuple(OFFSET + ord(c) for c in " ()")
+_DIGIT_LO, _DIGIT_HI = OFFSET + ord("0"), OFFSET + ord("9")
+
+
+def atom_slots(ids: torch.Tensor, n_fields: int, n_places: int) -> torch.Tensor:
+    """Slot of every byte: ``atom * n_places + place``; ``n_fields * n_places`` = no slot.
+
+    Atoms are the runs of bytes between spaces and parentheses, counted from the start of the text
+    (the separators, padding, EOS and sentinels have no slot).  A digit's place is the number of
+    digits after it in its atom (0 = the last digit; places beyond ``n_places - 2`` share the top
+    one); every other byte of an atom (sign, point, letters) goes to place ``n_places - 1``.  Atoms
+    from ``n_fields`` on have no slot.
+    """
+    sep = (ids < OFFSET) | (ids >= SENTINEL_START)
+    for b in _SEPARATORS:
+        sep |= ids == b
+    digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
+    atom = torch.cumsum(sep.long(), dim=1)  # a separator opens the next atom
+    dcum = torch.cumsum(digit.long(), dim=1)
+    n_atoms = ids.shape[1] + 1
+    total = torch.zeros(ids.shape[0], n_atoms, dtype=torch.long, device=ids.device)
+    total.scatter_add_(1, atom, digit.long())
+    base = torch.full_like(total, ids.shape[1] + 1)
+    base.scatter_reduce_(1, atom, dcum - digit.long(), reduce="amin")
+    place = total.gather(1, atom) - (dcum - base.gather(1, atom))
+    place = torch.where(digit, place.clamp(max=n_places - 2), torch.full_like(place, n_places - 1))
+    none = n_fields * n_places
+    slot = atom.clamp(max=n_fields) * n_places + place
+    return torch.where(sep | (atom >= n_fields), torch.full_like(slot, none), slot)
+
+
+def n_atoms(ids: torch.Tensor) -> int:
+    """Number of atoms (as :func:`atom_slots` counts them) of the longest text in ``ids``."""
+    slots = atom_slots(ids, ids.shape[-1] + 1, 2)
+    real = slots < 2 * (ids.shape[-1] + 1)
+    return int(slots[real].max()) // 2 + 1 if bool(real.any()) else 0
+
+
+class FieldPool(nn.Module):
+    """Encoder states projected to ``head_slot_dim`` and summed into atom-by-place slots.
+
+    Output ``(B, head_fields * head_places * head_slot_dim)``: the layout of an s-expression's
+    numbers, so an MLP can weigh the n-th number's leading digit apart from its last one.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.f, self.p, self.k = cfg.head_fields, cfg.head_places, cfg.head_slot_dim
+        self.proj = nn.Linear(cfg.d_model, self.k)
+
+    def forward(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        b = h.shape[0]
+        slots = atom_slots(ids, self.f, self.p)
+        out = torch.zeros(b, self.f * self.p + 1, self.k, dtype=h.dtype, device=h.device)
+        out.scatter_add_(1, slots.unsqueeze(-1).expand(-1, -1, self.k), self.proj(h))
+        return out[:, :-1].flatten(1)
+
+
 class ByteVAE(nn.Module):
     """Encoder-decoder over byte ids with a VAE bottleneck and an optional value head.
 
@@ -258,15 +332,23 @@ class ByteVAE(nn.Module):
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
         self.head: nn.Module | None = None
         self.head_pool: AttentionPool | None = None
+        self.head_fields: FieldPool | None = None
         if cfg.head_outputs:
-            h_in = {"mu": cfg.latent_dim, "pooled": d, "attention": cfg.head_queries * d}[
-                cfg.head_input
-            ]
+            h_in = {
+                "mu": cfg.latent_dim,
+                "pooled": d,
+                "attention": cfg.head_queries * d,
+                "fields": cfg.head_fields * cfg.head_places * cfg.head_slot_dim,
+            }[cfg.head_input]
             if cfg.head_input == "attention":
                 self.head_pool = AttentionPool(cfg)
+            elif cfg.head_input == "fields":
+                self.head_fields = FieldPool(cfg)
             self.head = nn.Sequential(
+                nn.Dropout(cfg.head_dropout),
                 nn.Linear(h_in, cfg.head_hidden),
                 nn.GELU(),
+                nn.Dropout(cfg.head_dropout),
                 nn.Linear(cfg.head_hidden, cfg.head_outputs),
             )
         self.apply(self._init)
@@ -355,9 +437,11 @@ class ByteVAE(nn.Module):
         mu, logvar, pooled, (h, keep) = self._posterior(input_ids, padded)
         if self.head_pool is not None:
             x = self.head_pool(h, keep)
+        elif self.head_fields is not None:
+            x = self.head_fields(h, input_ids)
         else:
             x = mu if self.cfg.head_input == "mu" else pooled
-        return self.head(x.to(self.head[0].weight.dtype)).float(), {"mu": mu, "logvar": logvar}
+        return self.head(x.to(self.head[1].weight.dtype)).float(), {"mu": mu, "logvar": logvar}
 
     @torch.no_grad()
     def generate(

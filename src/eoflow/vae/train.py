@@ -35,13 +35,14 @@ from eoflow.vae.checkpoint import (
 from eoflow.vae.config import KLConfig, VAERunConfig, _TrainCommon
 from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec, collate
 from eoflow.vae.manifest import write_manifest
-from eoflow.vae.model import ByteVAE, kl_per_dim, model_config
+from eoflow.vae.model import ByteVAE, kl_per_dim, model_config, n_atoms
 
 __all__ = [
     "Trainer",
     "evaluate",
     "finetune",
     "kl_beta",
+    "load_ensemble",
     "lr_factor",
     "predict",
     "pretrain",
@@ -485,29 +486,39 @@ def _value_dataset(
 
 @torch.no_grad()
 def evaluate(
-    model: ByteVAE,
+    model: ByteVAE | list[ByteVAE],
     ds: SeriesStream,
-    meta: dict[str, Any],
+    meta: dict[str, Any] | list[dict[str, Any]],
     device: torch.device,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """Predict every row of ``ds``; return ``(rows, predictions, truth, metrics)``.
 
-    Regression predictions are de-standardised; classification predictions are class ids.
+    Regression predictions are de-standardised; classification predictions are class ids.  Lists
+    of models and of their metadata (fine-tuned members of one target) are averaged: each
+    member's de-standardised output before the inverse transform for regression, probabilities
+    for classification.
     """
-    model.eval().to(device)
-    head = meta["head"]
+    models = model if isinstance(model, list) else [model]
+    metas = meta if isinstance(meta, list) else [meta]
+    for m in models:
+        m.eval().to(device)
+    head = metas[0]["head"]
     rows, preds, truth = [], [], []
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate)
     for batch in loader:
-        out, _ = model.predict_value(batch["input_ids"].to(device))
-        out = out.float().cpu()
+        ids = batch["input_ids"].to(device)
+        outs = [m.predict_value(ids)[0].float().cpu().numpy() for m in models]
         if head["task"] == "regression":
-            z = out[:, 0].numpy().astype(np.float64) * head["std"] + head["mean"]
+            z = np.mean(
+                [o[:, 0].astype(np.float64) * mt["head"]["std"] + mt["head"]["mean"]
+                 for o, mt in zip(outs, metas)],
+                axis=0,
+            )  # fmt: skip
             preds.append(_inverse_transform(z, head.get("transform", "none")))
         else:
-            ids = np.asarray(head["class_ids"])
-            preds.append(ids[out.argmax(1).numpy()])
+            prob = np.mean([torch.from_numpy(o).softmax(-1).numpy() for o in outs], axis=0)
+            preds.append(np.asarray(head["class_ids"])[prob.argmax(1)])
         v = batch["value"].numpy()
         truth.append(
             v if head["task"] == "regression" else np.asarray(head["class_ids"])[v.astype(int)]
@@ -544,13 +555,74 @@ def _validator(
     return score
 
 
+def _check_fields(ds: SeriesStream, head_fields: int) -> None:
+    """``head_input: fields`` must have a slot for every atom of the texts (checked on the first)."""
+    ex = next(iter(ds), None)
+    if ex is None:
+        return
+    n = n_atoms(torch.as_tensor(ex["input_ids"], dtype=torch.long)[None])
+    if n > head_fields:
+        raise ConfigError(
+            f"finetune.head_fields {head_fields} < {n} atoms in the texts of {ds.store}",
+            f"set finetune.head_fields: {n} or more",
+        )
+
+
 def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune the pretrained model with a value head on ``finetune.target``.
 
     Writes ``<out>/finetune/`` (model, checkpoints, metrics, manifest, ``eval.json`` when the store
-    has a test split) and returns a summary.
+    has a test split) and returns a summary.  With ``finetune.members`` K > 1, members 1..K-1
+    (seeds ``seed + k``) go to ``finetune/member-k/``, the top-level ``model.json`` lists them, and
+    ``predict`` (and the test score here) average all K.
     """
     started = dt.datetime.now(dt.UTC)
+    out = cfg.path(cfg.out) / "finetune"
+    k_total = cfg.finetune.members
+    runs = [
+        _finetune_member(
+            cfg.model_copy(update={"seed": cfg.seed + k}),
+            out if k == 0 else out / f"member-{k}",
+            resume=resume,
+            started=started,
+        )
+        for k in range(k_total)
+    ]
+    if k_total == 1:
+        return runs[0]
+    names = [f"member-{k}" for k in range(1, k_total)]
+    jpath = out / "model.json"
+    jpath.write_text(json.dumps({**json.loads(jpath.read_text()), "members": names}, indent=2))
+    results: dict[str, Any] = {**runs[0], "members": runs}
+    results.pop("test", None)
+    if cfg.data.split_array:
+        models, metas = load_ensemble(out)
+        text = TextSpec(**metas[0]["text"])
+        eval_ds = _value_dataset(cfg, cfg.finetune.target, "test", shuffle=False, text=text)
+        *_, metrics = evaluate(models, eval_ds, metas, _setup(cfg))
+        results["test"] = metrics
+        (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_manifest(
+        out, command="vae finetune", inputs={**_store_summary(cfg.path(cfg.data.store))},
+        parameters=cfg.model_dump(), seeds={"seed": cfg.seed, "members": [cfg.seed + k for k in range(k_total)]},
+        outputs=["model.safetensors", "model.json", "metrics.jsonl", "checkpoints/", "eval.json",
+                 *(f"{n}/" for n in names)],
+        results=results, started=started,
+    )  # fmt: skip
+    return results
+
+
+def load_ensemble(directory: str | Path) -> tuple[list[ByteVAE], list[dict[str, Any]]]:
+    """The fine-tuned model of ``directory`` plus the members its ``model.json`` lists."""
+    model, meta = load_model(directory)
+    members = [load_model(Path(directory) / name) for name in meta.get("members", [])]
+    return [model, *(m for m, _ in members)], [meta, *(mt for _, mt in members)]
+
+
+def _finetune_member(
+    cfg: VAERunConfig, out: Path, *, resume: bool, started: dt.datetime
+) -> dict[str, Any]:
+    """One fine-tune (seeded by ``cfg.seed``) into ``out``."""
     device = _setup(cfg)
     fc = cfg.finetune
     init = cfg.path(fc.init) if fc.init else cfg.path(cfg.out) / "pretrain"
@@ -560,6 +632,8 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     ds = _value_dataset(
         cfg, fc.target, train_split, shuffle=True, text=text, holdout=fc.val_fraction
     )
+    if fc.head_input == "fields":
+        _check_fields(ds, fc.head_fields)
     task = fc.task or ("classification" if fc.target == "class" else "regression")
     vals = ds.values()[ds.selected_rows()]
     if vals.size == 0:
@@ -591,6 +665,10 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
             "head_input": fc.head_input,
             "head_hidden": fc.head_hidden,
             "head_queries": fc.head_queries,
+            "head_fields": fc.head_fields,
+            "head_places": fc.head_places,
+            "head_slot_dim": fc.head_slot_dim,
+            "head_dropout": fc.head_dropout,
         },
         strict=False,
     )
@@ -599,7 +677,6 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
         task, head.get("mean", 0.0), head.get("std", 1.0), fc.beta,
         transform=fc.target_transform, loss=fc.loss, huber_delta=fc.huber_delta,
     )  # fmt: skip
-    out = cfg.path(cfg.out) / "finetune"
     val_ds = None
     if fc.val_fraction > 0:
         val_ds = _value_dataset(
@@ -647,8 +724,9 @@ def predict(cfg: VAERunConfig) -> dict[str, Any]:
     device = _setup(cfg)
     pc = cfg.predict
     ck = cfg.path(pc.checkpoint) if pc.checkpoint else cfg.path(cfg.out) / "finetune"
-    model, meta = load_model(ck)
-    if "head" not in meta or model.head is None:
+    models, metas = load_ensemble(ck)
+    meta = metas[0]
+    if "head" not in meta or models[0].head is None:
         raise ModelError(f"{ck}: model has no value head", "run 'eoflow vae finetune' first")
     if pc.split != "all" and not cfg.data.split_array:
         raise ConfigError(
@@ -657,7 +735,7 @@ def predict(cfg: VAERunConfig) -> dict[str, Any]:
     ds = _value_dataset(
         cfg, meta["head"]["target"], pc.split, shuffle=False, text=TextSpec(**meta["text"])
     )
-    rows, pred, truth, metrics = evaluate(model, ds, meta, device, pc.batch_size)
+    rows, pred, truth, metrics = evaluate(models, ds, metas, device, pc.batch_size)
     out = cfg.path(cfg.out) / "predict"
     out.mkdir(parents=True, exist_ok=True)
     with (out / "predictions.csv").open("w") as f:
