@@ -274,7 +274,7 @@ def atom_slots(ids: torch.Tensor, n_fields: int, n_places: int) -> torch.Tensor:
     place = total.gather(1, atom) - (dcum - base.gather(1, atom))
     place = torch.where(digit, place.clamp(max=n_places - 2), torch.full_like(place, n_places - 1))
     none = n_fields * n_places
-    slot = atom.clamp(max=n_fields) * n_places + place
+    slot = atom * n_places + place
     return torch.where(sep | (atom >= n_fields), torch.full_like(slot, none), slot)
 
 
@@ -441,7 +441,7 @@ class ByteVAE(nn.Module):
             x = self.head_fields(h, input_ids)
         else:
             x = mu if self.cfg.head_input == "mu" else pooled
-        return self.head(x.to(self.head[1].weight.dtype)).float(), {"mu": mu, "logvar": logvar}
+        return self.head(x.to(self.lm_head.weight.dtype)).float(), {"mu": mu, "logvar": logvar}
 
     @torch.no_grad()
     def generate(

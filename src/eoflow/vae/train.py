@@ -508,17 +508,17 @@ def evaluate(
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate)
     for batch in loader:
         ids = batch["input_ids"].to(device)
-        outs = [m.predict_value(ids)[0].float().cpu().numpy() for m in models]
+        outs = [m.predict_value(ids)[0].float().cpu() for m in models]
         if head["task"] == "regression":
             z = np.mean(
-                [o[:, 0].astype(np.float64) * mt["head"]["std"] + mt["head"]["mean"]
+                [o[:, 0].double().numpy() * mt["head"]["std"] + mt["head"]["mean"]
                  for o, mt in zip(outs, metas)],
                 axis=0,
             )  # fmt: skip
             preds.append(_inverse_transform(z, head.get("transform", "none")))
         else:
-            prob = np.mean([torch.from_numpy(o).softmax(-1).numpy() for o in outs], axis=0)
-            preds.append(np.asarray(head["class_ids"])[prob.argmax(1)])
+            prob = torch.stack([o.softmax(-1) for o in outs]).mean(0)
+            preds.append(np.asarray(head["class_ids"])[prob.argmax(1).numpy()])
         v = batch["value"].numpy()
         truth.append(
             v if head["task"] == "regression" else np.asarray(head["class_ids"])[v.astype(int)]
