@@ -662,13 +662,8 @@ def _finetune_member(
         overrides={
             "head_outputs": n_out,
             "head_task": task,
-            "head_input": fc.head_input,
-            "head_hidden": fc.head_hidden,
-            "head_queries": fc.head_queries,
-            "head_fields": fc.head_fields,
-            "head_places": fc.head_places,
-            "head_slot_dim": fc.head_slot_dim,
-            "head_dropout": fc.head_dropout,
+            # every finetune.head_* option is the model field of the same name
+            **{k: v for k, v in fc.model_dump().items() if k.startswith("head_")},
         },
         strict=False,
     )
