@@ -12,7 +12,15 @@ import yaml
 from eoflow.errors import ConfigError, DataError
 from eoflow.vae.config import load_vae_config
 from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec
-from eoflow.vae.model import ByteVAE, atom_slots, model_config, n_atoms
+from eoflow.vae.model import (
+    ByteVAE,
+    ValuePool,
+    atom_slots,
+    digit_runs,
+    model_config,
+    n_atoms,
+    n_runs,
+)
 from eoflow.vae.serialize import PixelSeries, to_sexpr
 from eoflow.vae.tokenizer import encode
 from eoflow.vae.train import finetune, predict, pretrain
@@ -83,6 +91,44 @@ def test_fields_head_ignores_padding_and_reads_digits():
     padded = torch.cat([ids, torch.zeros(2, 9, dtype=torch.long)], 1)
     torch.testing.assert_close(m.predict_value(padded)[0], out, atol=1e-5, rtol=1e-5)
     assert out[0] != out[1] and m.head[1].in_features == 40 * 4 * cfg.head_slot_dim
+
+
+def test_digit_runs_read_each_run_as_a_decimal_fraction():
+    text = "(a -0104 (t 2001-04-15) 7.25)"
+    ids = torch.tensor([encode(text)])
+    run, weight = digit_runs(ids, 5)
+    got: dict[int, float] = {}
+    for ch, r, w in zip(text, run[0].tolist(), weight[0].tolist()):
+        if r < 5:
+            got[r] = got.get(r, 0.0) + int(ch) * w
+    # runs 0104, 2001, 04, 15, 7 (the sixth, 25, has no slot: index 5 = none, weight 0)
+    assert list(got) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(list(got.values()), [0.0104, 0.2001, 0.04, 0.15, 0.7], rtol=1e-6)
+    assert n_runs(ids) == 6 and float(weight[0, -3:].sum()) == 0.0
+
+
+def test_values_head_reads_place_values_and_ignores_padding():
+    torch.manual_seed(0)
+    cfg = model_config("tiny", head_outputs=1, head_input="values", head_fields=8, head_slot_dim=1)
+    pool = ValuePool(cfg).eval()
+    pool.norm.running_var.fill_(1 - pool.norm.eps)  # identity standardisation
+    with torch.no_grad():  # W_v reads the first state dim, which here holds the digit's value
+        pool.val.weight.zero_()
+        pool.val.weight[0, 0] = 1.0
+        pool.val.bias.zero_()
+    ids = torch.tensor([encode("((pts (0104 -12) (0099 7)))")])
+    h = torch.zeros(1, ids.shape[1], cfg.d_model)
+    digit = (ids[0] >= encode("0")[0]) & (ids[0] <= encode("9")[0])
+    h[0, digit, 0] = (ids[0, digit] - encode("0")[0]).float()
+    x = pool(h, ids)
+    np.testing.assert_allclose(x[0, :4].detach().numpy(), [0.0104, 0.12, 0.0099, 0.7], rtol=1e-5)
+    assert x.shape == (1, 2 * 8) and float(x[0, 4:8].abs().sum()) == 0.0
+    m = ByteVAE(cfg).eval()
+    out, _ = m.predict_value(ids)
+    padded = torch.cat([ids, torch.zeros(1, 9, dtype=torch.long)], 1)
+    torch.testing.assert_close(m.predict_value(padded)[0], out, atol=1e-5, rtol=1e-5)
+    m.train()
+    assert m.predict_value(ids)[0].shape == (1, 1)  # one row in training mode: running statistics
 
 
 def _cfg(tmp_path, presto_store, **finetune):
@@ -159,6 +205,21 @@ def test_fields_head_must_cover_the_texts(tmp_path, presto_store, cut):
         finetune(cfg)
     cfg = _cfg(tmp_path, store, head_input="fields", head_fields=96, steps=2)
     assert finetune(cfg)["steps"] == 2
+    cfg = _cfg(tmp_path, store, head_input="values", head_fields=96, steps=2)
+    assert finetune(cfg)["steps"] == 2
+
+
+def test_values_head_needs_a_slot_per_digit_run():
+    from eoflow.vae.train import _check_fields
+
+    class Texts(list):
+        store = "dates.zarr"
+
+    ds = Texts([{"input_ids": encode("(t 2001-04-15 2001-05-15)")}])  # 4 atoms, 6 digit runs
+    _check_fields(ds, 4, "fields")
+    with pytest.raises(ConfigError, match=r"4 < 6 digit runs in the texts of dates\.zarr"):
+        _check_fields(ds, 4, "values")
+    _check_fields(ds, 6, "values")
 
 
 def test_members_are_averaged_by_finetune_and_predict(tmp_path, presto_store, cut):
@@ -183,3 +244,23 @@ def test_members_are_averaged_by_finetune_and_predict(tmp_path, presto_store, cu
     assert not np.allclose(p0, p1)
     assert m["rmse"] == pytest.approx(res["test"]["rmse"])
     assert predict(cfg)["rmse"] == pytest.approx(m["rmse"])
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_encoder_lr_scale_freezes_or_slows_the_pretrained_body(tmp_path, presto_store, cut, scale):
+    from eoflow.vae.checkpoint import load_model
+
+    store = cut(tmp_path / "s.zarr", np.arange(80), chunk=40)
+    cfg = _cfg(tmp_path, store, steps=3, encoder_lr_scale=scale, head_input="fields",
+               head_fields=96)  # fmt: skip
+    pretrain(cfg)
+    finetune(cfg)
+    pre, _ = load_model(tmp_path / "run" / "pretrain")
+    fine, _ = load_model(tmp_path / "run" / "finetune")
+    pre_sd, fine_sd = pre.state_dict(), fine.state_dict()
+    moved = {k for k in pre_sd if not torch.equal(pre_sd[k], fine_sd[k])}
+    if scale == 0:
+        assert not moved  # frozen: every pretrained weight is as it was
+    else:
+        assert "embed.weight" in moved
+    assert any(k.startswith("head") for k in fine_sd)

@@ -114,11 +114,14 @@ class FinetuneConfig(_TrainCommon):
     init: str | None = Field(None, description="pretrain output dir (default <out>/pretrain)")
     target: str = Field("class", description="'class' (y) or a name in attrs['targets']")
     task: Literal["regression", "classification"] | None = None
-    head_input: Literal["mu", "pooled", "attention", "fields"] = "mu"
+    head_input: Literal["mu", "pooled", "attention", "fields", "values"] = "mu"
     head_hidden: int = Field(64, ge=1)
     head_queries: int = Field(4, ge=1, description="learned queries of head_input: attention")
     head_fields: int = Field(
-        256, ge=1, description="head_input: fields: atoms of the text read (must cover the text)"
+        256,
+        ge=1,
+        description="head_input: fields / values: atoms (and digit runs) of the text read (must "
+        "cover the text)",
     )
     head_places: int = Field(
         6, ge=2, description="head_input: fields: digit places per atom, plus one for other bytes"
@@ -126,6 +129,11 @@ class FinetuneConfig(_TrainCommon):
     head_slot_dim: int = Field(4, ge=1, description="head_input: fields: numbers per slot")
     head_dropout: float = Field(
         0.0, ge=0, lt=1, description="dropout on the head's input and hidden layer"
+    )
+    encoder_lr_scale: float = Field(
+        1.0,
+        ge=0,
+        description="learning rate of the pretrained model relative to the head's (0 freezes it)",
     )
     beta: float = Field(0.0, ge=0, description="KL weight kept during fine-tuning")
     target_transform: Literal["none", "log"] = Field(

@@ -13,7 +13,11 @@
   pooling, so the head can pick out the bytes of the numbers that matter), or on the states laid
   out by *atom and digit place* (``head_input: fields``, :class:`FieldPool`): the i-th atom of the
   s-expression and each digit's place counted from the atom's last digit (Abacus-style) index a
-  slot, so the head reads the j-th number of the text whatever the widths before it.
+  slot, so the head reads the j-th number of the text whatever the widths before it; or on the
+  states read as *decimal numbers* (``head_input: values``, :class:`ValuePool`): each run of digits
+  is one slot, its digits' projected states weighted by their place value (0.1, 0.01, ... from the
+  run's first digit) and summed, then standardised, so the head starts from one number per field
+  instead of ten loosely related digits.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ __all__ = [
     "ByteVAE",
     "FieldPool",
     "ModelConfig",
+    "ValuePool",
     "atom_slots",
     "kl_per_dim",
     "model_config",
     "n_atoms",
+    "n_runs",
 ]
 
 
@@ -59,7 +65,7 @@ class ModelConfig:
     z_to_embedding: bool = True
     head_outputs: int = 0
     head_task: Literal["regression", "classification"] = "regression"
-    head_input: Literal["mu", "pooled", "attention", "fields"] = "mu"
+    head_input: Literal["mu", "pooled", "attention", "fields", "values"] = "mu"
     head_hidden: int = 64
     head_queries: int = 4
     head_fields: int = 256
@@ -305,6 +311,69 @@ class FieldPool(nn.Module):
         return out[:, :-1].flatten(1)
 
 
+def digit_runs(ids: torch.Tensor, n_runs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run index and place weight of every byte of ``ids`` (``(B, L)``).
+
+    A run is a maximal sequence of digit bytes, counted from the start of the text; the k-th digit
+    of a run (k = 0 first) weighs ``10 ** -(k + 1)``, so a run reads as the decimal fraction
+    ``0.d0d1d2...`` (``0104`` -> 0.0104).  Bytes that are not digits, and runs from ``n_runs`` on,
+    get index ``n_runs`` (no slot) and weight 0.
+    """
+    digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
+    start = digit & ~F.pad(digit[:, :-1], (1, 0), value=False)
+    run = torch.cumsum(start.long(), dim=1) - 1
+    pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    first = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values
+    weight = torch.where(digit, 10.0 ** -(pos - first + 1).float(), torch.zeros(()))
+    none = torch.full_like(run, n_runs)
+    run = torch.where(digit & (run < n_runs), run, none)
+    return run, torch.where(run < n_runs, weight, torch.zeros(()))
+
+
+def n_runs(ids: torch.Tensor) -> int:
+    """Number of digit runs (as :func:`digit_runs` counts them) of the longest text in ``ids``."""
+    run, _ = digit_runs(ids, ids.shape[-1] + 1)
+    real = run <= ids.shape[-1]
+    return int(run[real].max()) + 1 if bool(real.any()) else 0
+
+
+class ValuePool(nn.Module):
+    """Encoder states read as the text's decimal numbers, one standardised slot per digit run.
+
+    Output ``(B, 2 * head_fields * head_slot_dim)``: for each of the first ``head_fields`` digit
+    runs, ``sum_k 10 ** -(k + 1) * W_v h_k`` over its digits (place value, so a trailing digit
+    weighs a tenth of the one before it); and for each of the first ``head_fields`` atoms (as
+    :func:`atom_slots` counts them), ``sum W_o h`` over its bytes that are not digits (a sign, a
+    point, a name).  Both are standardised by a :class:`torch.nn.BatchNorm1d` without affine
+    parameters.  Computed in float32 whatever the autocast dtype: bf16 keeps 3 significant digits.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.f, self.k = cfg.head_fields, cfg.head_slot_dim
+        self.val = nn.Linear(cfg.d_model, self.k)
+        self.other = nn.Linear(cfg.d_model, self.k)
+        self.norm = nn.BatchNorm1d(2 * self.f * self.k, affine=False)
+
+    def forward(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        b, k = h.shape[0], self.k
+        with torch.autocast(h.device.type, enabled=False):
+            h = h.float()
+            run, weight = digit_runs(ids, self.f)
+            vals = torch.zeros(b, self.f + 1, k, device=h.device)
+            v = weight[..., None] * self.val(h)
+            vals.scatter_add_(1, run.unsqueeze(-1).expand(-1, -1, k), v)
+            atom = atom_slots(ids, self.f, 2) // 2  # slot // places = atom (f: no slot)
+            digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
+            atom = torch.where(digit, torch.full_like(atom, self.f), atom)
+            other = torch.zeros(b, self.f + 1, k, device=h.device)
+            other.scatter_add_(1, atom.unsqueeze(-1).expand(-1, -1, k), self.other(h))
+            x = torch.cat([vals[:, :-1].flatten(1), other[:, :-1].flatten(1)], dim=1)
+            n = self.norm  # batch statistics need two rows; one row uses the running ones
+            train = self.training and b > 1
+            return F.batch_norm(x, n.running_mean, n.running_var, training=train, eps=n.eps)
+
+
 class ByteVAE(nn.Module):
     """Encoder-decoder over byte ids with a VAE bottleneck and an optional value head.
 
@@ -332,18 +401,21 @@ class ByteVAE(nn.Module):
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
         self.head: nn.Module | None = None
         self.head_pool: AttentionPool | None = None
-        self.head_fields: FieldPool | None = None
+        self.head_fields: FieldPool | ValuePool | None = None
         if cfg.head_outputs:
             h_in = {
                 "mu": cfg.latent_dim,
                 "pooled": d,
                 "attention": cfg.head_queries * d,
                 "fields": cfg.head_fields * cfg.head_places * cfg.head_slot_dim,
+                "values": 2 * cfg.head_fields * cfg.head_slot_dim,
             }[cfg.head_input]
             if cfg.head_input == "attention":
                 self.head_pool = AttentionPool(cfg)
             elif cfg.head_input == "fields":
                 self.head_fields = FieldPool(cfg)
+            elif cfg.head_input == "values":
+                self.head_fields = ValuePool(cfg)
             self.head = nn.Sequential(
                 nn.Dropout(cfg.head_dropout),
                 nn.Linear(h_in, cfg.head_hidden),

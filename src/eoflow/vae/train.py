@@ -35,7 +35,7 @@ from eoflow.vae.checkpoint import (
 from eoflow.vae.config import KLConfig, VAERunConfig, _TrainCommon
 from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec, collate
 from eoflow.vae.manifest import write_manifest
-from eoflow.vae.model import ByteVAE, kl_per_dim, model_config, n_atoms
+from eoflow.vae.model import ByteVAE, kl_per_dim, model_config, n_atoms, n_runs
 
 __all__ = [
     "Trainer",
@@ -122,6 +122,9 @@ class Trainer:
         ``patience`` passes without improvement stop training early.
     eval_every, patience
         See ``validate``.
+    body_lr_scale
+        Learning rate of every parameter outside the head (``head*``) relative to ``tc.lr``;
+        0 freezes them (fine-tuning only the head).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Trainer:
         validate: Callable[[ByteVAE], float] | None = None,
         eval_every: int = 100,
         patience: int | None = None,
+        body_lr_scale: float = 1.0,
     ) -> None:
         self.model = model.to(device)
         self.validate, self.eval_every, self.patience = validate, eval_every, patience
@@ -149,10 +153,25 @@ class Trainer:
         kw: dict[str, Any] = {"lr": tc.lr, "betas": (0.9, 0.98), "weight_decay": tc.weight_decay}
         if on_cuda:
             kw["fused"] = True
-        self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
+        self.opt = torch.optim.AdamW(self._param_groups(body_lr_scale), **kw)
         self.autocast = (on_cuda and tc.precision != "fp32") or tc.precision == "bf16"
         self.fwd = torch.compile(self.model) if tc.compile else self.model
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+
+    def _param_groups(self, body_lr_scale: float) -> list[dict[str, Any]]:
+        """The head (``head*`` parameters) at ``lr``, the pretrained body at ``lr * scale``.
+
+        A scale of 0 freezes the body: its parameters get no gradient (nor optimizer state).
+        """
+        head, body = [], []
+        for name, p in self.model.named_parameters():
+            (head if name.startswith("head") else body).append(p)
+        if body_lr_scale == 0:
+            for p in body:
+                p.requires_grad_(False)
+            return [{"params": head, "lr_scale": 1.0}]
+        groups = [{"params": body, "lr_scale": body_lr_scale}, {"params": head, "lr_scale": 1.0}]
+        return [g for g in groups if g["params"]]
 
     def _loader(self) -> DataLoader:
         return DataLoader(
@@ -200,7 +219,11 @@ class Trainer:
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
         for g in self.opt.param_groups:
-            g["lr"] = self.tc.lr * lr_factor(self.step, self.tc.steps, self.tc.warmup_steps)
+            g["lr"] = (
+                self.tc.lr
+                * g["lr_scale"]
+                * lr_factor(self.step, self.tc.steps, self.tc.warmup_steps)
+            )
         self.model.train()
         padded = bool((batch["input_ids"] == 0).any())  # on the host: no device sync
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -555,15 +578,21 @@ def _validator(
     return score
 
 
-def _check_fields(ds: SeriesStream, head_fields: int) -> None:
-    """``head_input: fields`` must have a slot for every atom of the texts (checked on the first)."""
+def _check_fields(ds: SeriesStream, head_fields: int, head_input: str) -> None:
+    """``head_input: fields / values`` must have a slot for every atom (and digit run) of the texts.
+
+    Checked on the first text.
+    """
     ex = next(iter(ds), None)
     if ex is None:
         return
-    n = n_atoms(torch.as_tensor(ex["input_ids"], dtype=torch.long)[None])
+    ids = torch.as_tensor(ex["input_ids"], dtype=torch.long)[None]
+    n, what = n_atoms(ids), "atoms"
+    if head_input == "values" and n_runs(ids) > n:
+        n, what = n_runs(ids), "digit runs"
     if n > head_fields:
         raise ConfigError(
-            f"finetune.head_fields {head_fields} < {n} atoms in the texts of {ds.store}",
+            f"finetune.head_fields {head_fields} < {n} {what} in the texts of {ds.store}",
             f"set finetune.head_fields: {n} or more",
         )
 
@@ -632,8 +661,8 @@ def _finetune_member(
     ds = _value_dataset(
         cfg, fc.target, train_split, shuffle=True, text=text, holdout=fc.val_fraction
     )
-    if fc.head_input == "fields":
-        _check_fields(ds, fc.head_fields)
+    if fc.head_input in ("fields", "values"):
+        _check_fields(ds, fc.head_fields, fc.head_input)
     task = fc.task or ("classification" if fc.target == "class" else "regression")
     vals = ds.values()[ds.selected_rows()]
     if vals.size == 0:
@@ -681,7 +710,7 @@ def _finetune_member(
     validate = _validator(val_ds, meta, device)
     trainer = Trainer(
         model, ds, fc, out, step_fn, meta=meta, seed=cfg.seed, device=device, validate=validate,
-        eval_every=fc.eval_every, patience=fc.patience,
+        eval_every=fc.eval_every, patience=fc.patience, body_lr_scale=fc.encoder_lr_scale,
     )  # fmt: skip
     resumed = trainer.resume() if resume else False
     hist = trainer.fit()
