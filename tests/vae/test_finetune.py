@@ -15,11 +15,10 @@ from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec
 from eoflow.vae.model import (
     ByteVAE,
     ValuePool,
+    atom_digits,
     atom_slots,
-    digit_runs,
     model_config,
     n_atoms,
-    n_runs,
 )
 from eoflow.vae.serialize import PixelSeries, to_sexpr
 from eoflow.vae.tokenizer import encode
@@ -93,40 +92,45 @@ def test_fields_head_ignores_padding_and_reads_digits():
     assert out[0] != out[1] and m.head[1].in_features == 40 * 4 * cfg.head_slot_dim
 
 
-def test_digit_runs_read_each_run_as_a_decimal_fraction():
+def test_atom_digits_read_each_atom_as_a_decimal_fraction():
     text = "(a -0104 (t 2001-04-15) 7.25)"
-    ids = torch.tensor([encode(text)])
-    run, weight = digit_runs(ids, 5)
+    ids = torch.tensor(np.array([encode(text)]))
+    atom, weight = atom_digits(ids, 6)
     got: dict[int, float] = {}
-    for ch, r, w in zip(text, run[0].tolist(), weight[0].tolist()):
-        if r < 5:
-            got[r] = got.get(r, 0.0) + int(ch) * w
-    # runs 0104, 2001, 04, 15, 7 (the sixth, 25, has no slot: index 5 = none, weight 0)
-    assert list(got) == [0, 1, 2, 3, 4]
-    np.testing.assert_allclose(list(got.values()), [0.0104, 0.2001, 0.04, 0.15, 0.7], rtol=1e-6)
-    assert n_runs(ids) == 6 and float(weight[0, -3:].sum()) == 0.0
+    for ch, a, w in zip(text, atom[0].tolist(), weight[0].tolist()):
+        if a < 6:
+            got[a] = got.get(a, 0.0) + int(ch) * w
+    # every separator opens an atom: -0104 is atom 2, 2001-04-15 atom 5, 7.25 atom 7 (no slot)
+    assert sorted(got) == [2, 5]
+    assert [got[2], got[5]] == pytest.approx([0.0104, 0.20010415], rel=1e-6)
+    assert float(weight[0, -5:].sum()) == 0.0 and int(atom[0, 0]) == 6
 
 
 def test_values_head_reads_place_values_and_ignores_padding():
     torch.manual_seed(0)
-    cfg = model_config("tiny", head_outputs=1, head_input="values", head_fields=8, head_slot_dim=1)
+    cfg = model_config("tiny", head_outputs=1, head_input="values", head_fields=10, head_slot_dim=1)
     pool = ValuePool(cfg).eval()
     pool.norm.running_var.fill_(1 - pool.norm.eps)  # identity standardisation
-    with torch.no_grad():  # W_v reads the first state dim, which here holds the digit's value
-        pool.val.weight.zero_()
-        pool.val.weight[0, 0] = 1.0
-        pool.val.bias.zero_()
-    ids = torch.tensor([encode("((pts (0104 -12) (0099 7)))")])
-    h = torch.zeros(1, ids.shape[1], cfg.d_model)
+    ids = torch.tensor(np.array([encode("((pts (0104 -12) (0099 7)))")]))
     digit = (ids[0] >= encode("0")[0]) & (ids[0] <= encode("9")[0])
-    h[0, digit, 0] = (ids[0, digit] - encode("0")[0]).float()
-    x = pool(h, ids)
-    np.testing.assert_allclose(x[0, :4].detach().numpy(), [0.0104, 0.12, 0.0099, 0.7], rtol=1e-5)
-    assert x.shape == (1, 2 * 8) and float(x[0, 4:8].abs().sum()) == 0.0
+    h = torch.zeros(1, ids.shape[1], cfg.d_model)  # state dims 0-9: one-hot of the digit
+    h[0, digit, ids[0, digit] - encode("0")[0]] = 1.0
+    with torch.no_grad():
+        pool.digit.weight.zero_()
+        pool.digit.weight[:, :10] = 50 * torch.eye(10)
+        pool.digit.bias.zero_()
+    x = pool(h, ids).detach()
+    # atoms 4, 5, 8, 9 hold 0104, -12, 0099, 7: their place values (value first of 2 per atom)
+    np.testing.assert_allclose(
+        x[0, [8, 10, 16, 18]].numpy(), [0.0104, 0.12, 0.0099, 0.7], rtol=1e-4
+    )
+    assert float(pool.digit_loss) < 1e-3  # the reading agrees with the bytes
+    assert x.shape == (1, 10 * 3)
     m = ByteVAE(cfg).eval()
-    out, _ = m.predict_value(ids)
+    out, aux = m.predict_value(ids)
     padded = torch.cat([ids, torch.zeros(1, 9, dtype=torch.long)], 1)
     torch.testing.assert_close(m.predict_value(padded)[0], out, atol=1e-5, rtol=1e-5)
+    assert float(aux["digit_loss"]) > 1.0  # untrained: about ln 10
     m.train()
     assert m.predict_value(ids)[0].shape == (1, 1)  # one row in training mode: running statistics
 
@@ -209,19 +213,6 @@ def test_fields_head_must_cover_the_texts(tmp_path, presto_store, cut):
     assert finetune(cfg)["steps"] == 2
 
 
-def test_values_head_needs_a_slot_per_digit_run():
-    from eoflow.vae.train import _check_fields
-
-    class Texts(list):
-        store = "dates.zarr"
-
-    ds = Texts([{"input_ids": encode("(t 2001-04-15 2001-05-15)")}])  # 4 atoms, 6 digit runs
-    _check_fields(ds, 4, "fields")
-    with pytest.raises(ConfigError, match=r"4 < 6 digit runs in the texts of dates\.zarr"):
-        _check_fields(ds, 4, "values")
-    _check_fields(ds, 6, "values")
-
-
 def test_members_are_averaged_by_finetune_and_predict(tmp_path, presto_store, cut):
     from eoflow.vae.train import _value_dataset, evaluate, load_ensemble
 
@@ -264,3 +255,36 @@ def test_encoder_lr_scale_freezes_or_slows_the_pretrained_body(tmp_path, presto_
     else:
         assert "embed.weight" in moved
     assert any(k.startswith("head") for k in fine_sd)
+
+
+def test_refit_picks_one_step_on_the_pooled_curves_then_trains_on_every_row(
+    tmp_path, presto_store, cut
+):
+    store = cut(tmp_path / "s.zarr", np.arange(300), chunk=100)
+    cfg = _cfg(tmp_path, store, steps=8, members=2, val_fraction=0.2, eval_every=2, refit=True,
+               target_transform="log", loss="huber")  # fmt: skip
+    pretrain(cfg)
+    res = finetune(cfg)
+    run = tmp_path / "run" / "finetune"
+    curves = []
+    for k in (0, 1):
+        lines = (run / "select" / f"member-{k}" / "metrics.jsonl").read_text().splitlines()
+        curves.append({r["step"]: r["val"] for r in map(json.loads, lines) if "loss" not in r})
+    assert set(curves[0]) == set(curves[1]) == {2, 4, 6, 8}
+    pooled = {st: np.sqrt((curves[0][st] ** 2 + curves[1][st] ** 2) / 2) for st in curves[0]}
+    step = min(pooled, key=lambda st: (pooled[st], st))
+    assert res["refit"]["step"] == step
+    assert res["refit"]["score"] == pytest.approx(pooled[step])
+    assert [m["steps"] for m in res["members"]] == [step, step]
+    # the refits hold nothing out: no validation, no best/ directory
+    for d in (run, run / "member-1"):
+        man = json.loads((d / "manifest.json").read_text())
+        assert "validation" not in man["results"] and not (d / "best").exists()
+    assert json.loads((run / "model.json").read_text())["members"] == ["member-1"]
+    assert predict(cfg)["rmse"] == pytest.approx(res["test"]["rmse"])
+
+
+def test_refit_needs_held_out_sites(tmp_path, presto_store):
+    cfg = _cfg(tmp_path, presto_store, refit=True)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        finetune(cfg)

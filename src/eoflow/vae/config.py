@@ -120,8 +120,7 @@ class FinetuneConfig(_TrainCommon):
     head_fields: int = Field(
         256,
         ge=1,
-        description="head_input: fields / values: atoms (and digit runs) of the text read (must "
-        "cover the text)",
+        description="head_input: fields / values: atoms of the text read (must cover the text)",
     )
     head_places: int = Field(
         6, ge=2, description="head_input: fields: digit places per atom, plus one for other bytes"
@@ -134,6 +133,12 @@ class FinetuneConfig(_TrainCommon):
         1.0,
         ge=0,
         description="learning rate of the pretrained model relative to the head's (0 freezes it)",
+    )
+    digit_loss: float = Field(
+        1.0,
+        ge=0,
+        description="head_input: values: weight of the cross-entropy that keeps its reading of "
+        "each digit byte exact",
     )
     beta: float = Field(0.0, ge=0, description="KL weight kept during fine-tuning")
     target_transform: Literal["none", "log"] = Field(
@@ -156,6 +161,12 @@ class FinetuneConfig(_TrainCommon):
         ge=1,
         description="fine-tunes averaged at prediction; member k uses seed + k (its own head "
         "initialisation, order and held-out sites)",
+    )
+    refit: bool = Field(
+        False,
+        description="members first train with their held-out sites, then one step is chosen on "
+        "their pooled validation curves and every member is trained again on all training rows "
+        "for that many steps (about twice the cost; the step is far less noisy)",
     )
     patience: int | None = Field(
         None, ge=1, description="stop after this many validation passes without improvement"

@@ -14,10 +14,11 @@
   out by *atom and digit place* (``head_input: fields``, :class:`FieldPool`): the i-th atom of the
   s-expression and each digit's place counted from the atom's last digit (Abacus-style) index a
   slot, so the head reads the j-th number of the text whatever the widths before it; or on the
-  states read as *decimal numbers* (``head_input: values``, :class:`ValuePool`): each run of digits
-  is one slot, its digits' projected states weighted by their place value (0.1, 0.01, ... from the
-  run's first digit) and summed, then standardised, so the head starts from one number per field
-  instead of ten loosely related digits.
+  states read as *decimal numbers* (``head_input: values``, :class:`ValuePool`): each digit's state
+  is classified into its digit (kept exact by an auxiliary cross-entropy against the byte), weighed
+  by its place value (0.1, 0.01, ... from the atom's first digit) and summed per atom, then
+  standardised, so the head starts from one number per field instead of ten loosely related
+  digits, in which a leading zero's reading error would weigh a thousand times a trailing one's.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ __all__ = [
     "FieldPool",
     "ModelConfig",
     "ValuePool",
+    "atom_digits",
     "atom_slots",
     "kl_per_dim",
     "model_config",
     "n_atoms",
-    "n_runs",
 ]
 
 
@@ -311,63 +312,68 @@ class FieldPool(nn.Module):
         return out[:, :-1].flatten(1)
 
 
-def digit_runs(ids: torch.Tensor, n_runs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run index and place weight of every byte of ``ids`` (``(B, L)``).
+def atom_digits(ids: torch.Tensor, n_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Atom of every digit byte and its place weight; ``n_fields`` (no slot) for other bytes.
 
-    A run is a maximal sequence of digit bytes, counted from the start of the text; the k-th digit
-    of a run (k = 0 first) weighs ``10 ** -(k + 1)``, so a run reads as the decimal fraction
-    ``0.d0d1d2...`` (``0104`` -> 0.0104).  Bytes that are not digits, and runs from ``n_runs`` on,
-    get index ``n_runs`` (no slot) and weight 0.
+    Atoms are counted as :func:`atom_slots` counts them.  The k-th digit of an atom (k = 0 first,
+    whatever else lies between its digits) weighs ``10 ** -(k + 1)``, so an atom's digits read as
+    the decimal fraction ``0.d0d1d2...`` (``-0104`` -> 0.0104, ``2001-04-15`` -> 0.20010415).
     """
     digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
-    start = digit & ~F.pad(digit[:, :-1], (1, 0), value=False)
-    run = torch.cumsum(start.long(), dim=1) - 1
-    pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-    first = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values
-    weight = torch.where(digit, 10.0 ** -(pos - first + 1).float(), torch.zeros(()))
-    none = torch.full_like(run, n_runs)
-    run = torch.where(digit & (run < n_runs), run, none)
-    return run, torch.where(run < n_runs, weight, torch.zeros(()))
-
-
-def n_runs(ids: torch.Tensor) -> int:
-    """Number of digit runs (as :func:`digit_runs` counts them) of the longest text in ``ids``."""
-    run, _ = digit_runs(ids, ids.shape[-1] + 1)
-    real = run <= ids.shape[-1]
-    return int(run[real].max()) + 1 if bool(real.any()) else 0
+    atom = atom_slots(ids, n_fields, 2) // 2  # slot // places = atom; n_fields: none
+    atom = torch.where(digit, atom, torch.full_like(atom, n_fields))
+    dcum = torch.cumsum(digit.long(), dim=1)
+    first = torch.full((ids.shape[0], n_fields + 1), ids.shape[1] + 1, device=ids.device)
+    first.scatter_reduce_(1, atom, dcum - digit.long(), reduce="amin")  # digits before the atom
+    k = dcum - 1 - first.gather(1, atom)
+    weight = torch.where(atom < n_fields, 10.0 ** -(k.float() + 1), torch.zeros(()))
+    return atom, weight
 
 
 class ValuePool(nn.Module):
-    """Encoder states read as the text's decimal numbers, one standardised slot per digit run.
+    """Encoder states read as the text's decimal numbers, one standardised slot per atom.
 
-    Output ``(B, 2 * head_fields * head_slot_dim)``: for each of the first ``head_fields`` digit
-    runs, ``sum_k 10 ** -(k + 1) * W_v h_k`` over its digits (place value, so a trailing digit
-    weighs a tenth of the one before it); and for each of the first ``head_fields`` atoms (as
-    :func:`atom_slots` counts them), ``sum W_o h`` over its bytes that are not digits (a sign, a
-    point, a name).  Both are standardised by a :class:`torch.nn.BatchNorm1d` without affine
-    parameters.  Computed in float32 whatever the autocast dtype: bf16 keeps 3 significant digits.
+    Every digit byte's state is classified into its digit (``W_d h``, 10 classes; fine-tuning adds
+    the cross-entropy against the byte itself, :attr:`digit_loss`, so this reading becomes exact)
+    and the expected digit is weighed by its place (``0.1, 0.01, ...`` from the atom's first digit)
+    and summed per atom: one number per field of the text, as a table model would see it.  Next to
+    it, per atom, ``head_slot_dim`` context numbers (``W_v h`` summed over the digits with the same
+    weights) and ``head_slot_dim`` for the bytes that are not digits (``W_o h``: sign, point, name).
+    Output ``(B, head_fields * (1 + 2 * head_slot_dim))``, standardised by batch statistics
+    (running ones at evaluation, or for a batch of one row).  Computed in float32 whatever the
+    autocast dtype: bf16 keeps 3 significant digits.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.f, self.k = cfg.head_fields, cfg.head_slot_dim
+        self.digit = nn.Linear(cfg.d_model, 10)
         self.val = nn.Linear(cfg.d_model, self.k)
         self.other = nn.Linear(cfg.d_model, self.k)
-        self.norm = nn.BatchNorm1d(2 * self.f * self.k, affine=False)
+        self.norm = nn.BatchNorm1d(self.f * (1 + 2 * self.k), affine=False)
+        self.register_buffer("_digits", torch.arange(10, dtype=torch.float32), persistent=False)
+        #: mean cross-entropy of the digit reading on the last call's digit bytes
+        self.digit_loss: torch.Tensor | None = None
 
     def forward(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        b, k = h.shape[0], self.k
+        b, f, k = h.shape[0], self.f, self.k
         with torch.autocast(h.device.type, enabled=False):
             h = h.float()
-            run, weight = digit_runs(ids, self.f)
-            vals = torch.zeros(b, self.f + 1, k, device=h.device)
-            v = weight[..., None] * self.val(h)
-            vals.scatter_add_(1, run.unsqueeze(-1).expand(-1, -1, k), v)
-            atom = atom_slots(ids, self.f, 2) // 2  # slot // places = atom (f: no slot)
+            atom, weight = atom_digits(ids, f)
             digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
-            atom = torch.where(digit, torch.full_like(atom, self.f), atom)
-            other = torch.zeros(b, self.f + 1, k, device=h.device)
-            other.scatter_add_(1, atom.unsqueeze(-1).expand(-1, -1, k), self.other(h))
+            logits = self.digit(h)
+            self.digit_loss = (
+                F.cross_entropy(logits[digit], (ids[digit] - _DIGIT_LO).long())
+                if bool(digit.any())
+                else None
+            )
+            read = torch.cat([logits.softmax(-1) @ self._digits[:, None], self.val(h)], -1)
+            vals = torch.zeros(b, f + 1, 1 + k, device=h.device)
+            vals.scatter_add_(1, atom[..., None].expand(-1, -1, 1 + k), weight[..., None] * read)
+            rest = atom_slots(ids, f, 2) // 2
+            rest = torch.where(digit, torch.full_like(rest, f), rest)
+            other = torch.zeros(b, f + 1, k, device=h.device)
+            other.scatter_add_(1, rest[..., None].expand(-1, -1, k), self.other(h))
             x = torch.cat([vals[:, :-1].flatten(1), other[:, :-1].flatten(1)], dim=1)
             n = self.norm  # batch statistics need two rows; one row uses the running ones
             train = self.training and b > 1
@@ -408,7 +414,7 @@ class ByteVAE(nn.Module):
                 "pooled": d,
                 "attention": cfg.head_queries * d,
                 "fields": cfg.head_fields * cfg.head_places * cfg.head_slot_dim,
-                "values": 2 * cfg.head_fields * cfg.head_slot_dim,
+                "values": cfg.head_fields * (1 + 2 * cfg.head_slot_dim),
             }[cfg.head_input]
             if cfg.head_input == "attention":
                 self.head_pool = AttentionPool(cfg)
@@ -503,7 +509,8 @@ class ByteVAE(nn.Module):
     def predict_value(
         self, input_ids: torch.Tensor, padded: bool | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Head output ``(B, head_outputs)`` plus ``mu``/``logvar``."""
+        """Head output ``(B, head_outputs)`` plus ``mu``/``logvar`` (and ``digit_loss``, the values
+        head's digit-reading cross-entropy)."""
         if self.head is None:
             raise RuntimeError("model has no value head (head_outputs=0)")
         mu, logvar, pooled, (h, keep) = self._posterior(input_ids, padded)
@@ -513,7 +520,10 @@ class ByteVAE(nn.Module):
             x = self.head_fields(h, input_ids)
         else:
             x = mu if self.cfg.head_input == "mu" else pooled
-        return self.head(x.to(self.lm_head.weight.dtype)).float(), {"mu": mu, "logvar": logvar}
+        aux = {"mu": mu, "logvar": logvar}
+        if isinstance(self.head_fields, ValuePool) and self.head_fields.digit_loss is not None:
+            aux["digit_loss"] = self.head_fields.digit_loss
+        return self.head(x.to(self.lm_head.weight.dtype)).float(), aux
 
     @torch.no_grad()
     def generate(

@@ -35,7 +35,7 @@ from eoflow.vae.checkpoint import (
 from eoflow.vae.config import KLConfig, VAERunConfig, _TrainCommon
 from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec, collate
 from eoflow.vae.manifest import write_manifest
-from eoflow.vae.model import ByteVAE, kl_per_dim, model_config, n_atoms, n_runs
+from eoflow.vae.model import ByteVAE, kl_per_dim, model_config, n_atoms
 
 __all__ = [
     "Trainer",
@@ -239,14 +239,16 @@ class Trainer:
         metrics["grad_norm"] = float(gnorm)
         return float(loss.detach()), metrics
 
-    def fit(self) -> list[dict[str, float]]:
-        """Train up to ``tc.steps``; return the per-step metrics of this call."""
+    def fit(self, stop_at: int | None = None) -> list[dict[str, float]]:
+        """Train up to ``tc.steps`` (or ``stop_at``, on the same learning-rate schedule); return
+        the per-step metrics of this call."""
         from tqdm.auto import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
         history: list[dict[str, float]] = []
+        end = min(stop_at, self.tc.steps) if stop_at is not None else self.tc.steps
         bar = tqdm(
-            total=self.tc.steps,
+            total=end,
             initial=self.step,
             desc=self.out.name,
             mininterval=1.0,
@@ -255,7 +257,7 @@ class Trainer:
         log = (self.out / "metrics.jsonl").open("a")
         t_last, tok_acc = time.perf_counter(), 0
         try:
-            while self.step < self.tc.steps:
+            while self.step < end:
                 self.dataset.set_epoch(self.epoch)
                 got = 0
                 for i, batch in enumerate(self._loader()):
@@ -269,7 +271,7 @@ class Trainer:
                     rec = {"step": self.step, "epoch": self.epoch, "loss": loss, **m}
                     history.append(rec)
                     bar.update(1)
-                    if self.step % self.tc.log_every == 0 or self.step == self.tc.steps:
+                    if self.step % self.tc.log_every == 0 or self.step == end:
                         now = time.perf_counter()
                         rec["tokens_per_s"] = tok_acc / max(now - t_last, 1e-9)
                         t_last, tok_acc = now, 0
@@ -277,14 +279,14 @@ class Trainer:
                         log.write(json.dumps(rec) + "\n")
                         log.flush()
                     if self.validate is not None and (
-                        self.step % self.eval_every == 0 or self.step == self.tc.steps
+                        self.step % self.eval_every == 0 or self.step == end
                     ):
                         rec["val"] = self._check(bar)
                         log.write(json.dumps({"step": self.step, "val": rec["val"]}) + "\n")
                         log.flush()
-                    if self.step % self.tc.checkpoint_every == 0 or self.step == self.tc.steps:
+                    if self.step % self.tc.checkpoint_every == 0 or self.step == end:
                         self.save()
-                    if self.step >= self.tc.steps or self._out_of_patience():
+                    if self.step >= end or self._out_of_patience():
                         break
                 else:
                     if got == 0 and self.batch_in_epoch == 0:
@@ -324,7 +326,7 @@ class Trainer:
         return self.patience is not None and self.best["stale"] >= self.patience
 
 
-_SHOW = ("loss", "ce", "kl", "beta", "tokens_per_s", "mse", "acc")
+_SHOW = ("loss", "ce", "kl", "beta", "tokens_per_s", "mse", "acc", "digit_ce")
 
 
 # ----------------------------------------------------------------------------- step functions
@@ -369,9 +371,11 @@ def value_step_fn(
     transform: str = "none",
     loss: str = "mse",
     huber_delta: float = 1.0,
+    digit_loss: float = 0.0,
 ) -> StepFn:
     """Regression: MSE or Huber on standardised (optionally log) targets; classification:
-    cross-entropy; plus beta * KL."""
+    cross-entropy; plus beta * KL, plus ``digit_loss`` times the values head's digit-reading
+    cross-entropy (``head_input: values``)."""
 
     def step(
         model: ByteVAE, batch: dict[str, torch.Tensor], i: int
@@ -388,7 +392,11 @@ def value_step_fn(
             m = {"acc": float((pred.argmax(1) == target).float().mean())}
         kl = kl_per_dim(aux["mu"], aux["logvar"]).sum()
         m["kl"] = float(kl.detach())
-        return main + beta * kl, m
+        total = main + beta * kl
+        if digit_loss and aux.get("digit_loss") is not None:
+            total = total + digit_loss * aux["digit_loss"]
+            m["digit_ce"] = float(aux["digit_loss"].detach())
+        return total, m
 
     return step
 
@@ -578,21 +586,16 @@ def _validator(
     return score
 
 
-def _check_fields(ds: SeriesStream, head_fields: int, head_input: str) -> None:
-    """``head_input: fields / values`` must have a slot for every atom (and digit run) of the texts.
-
-    Checked on the first text.
-    """
+def _check_fields(ds: SeriesStream, head_fields: int) -> None:
+    """``head_input: fields / values`` must have a slot for every atom of the texts (checked on the
+    first)."""
     ex = next(iter(ds), None)
     if ex is None:
         return
-    ids = torch.as_tensor(ex["input_ids"], dtype=torch.long)[None]
-    n, what = n_atoms(ids), "atoms"
-    if head_input == "values" and n_runs(ids) > n:
-        n, what = n_runs(ids), "digit runs"
+    n = n_atoms(torch.as_tensor(ex["input_ids"], dtype=torch.long)[None])
     if n > head_fields:
         raise ConfigError(
-            f"finetune.head_fields {head_fields} < {n} {what} in the texts of {ds.store}",
+            f"finetune.head_fields {head_fields} < {n} atoms in the texts of {ds.store}",
             f"set finetune.head_fields: {n} or more",
         )
 
@@ -608,15 +611,31 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
     out = cfg.path(cfg.out) / "finetune"
     k_total = cfg.finetune.members
+    refit: dict[str, Any] | None = None
+    if cfg.finetune.refit:
+        if cfg.finetune.val_fraction <= 0:
+            raise ConfigError(
+                "finetune.refit picks the step on held-out sites, but finetune.val_fraction is 0",
+                "set finetune.val_fraction (e.g. 0.15) or refit: false",
+            )
+        sel = [out / "select" / f"member-{k}" for k in range(k_total)]
+        for k, d in enumerate(sel):
+            seeded = cfg.model_copy(update={"seed": cfg.seed + k})
+            _finetune_member(seeded, d, resume=resume, started=started)
+        refit = _common_step(sel, classification=_is_classification(cfg.finetune))
     runs = [
         _finetune_member(
             cfg.model_copy(update={"seed": cfg.seed + k}),
             out if k == 0 else out / f"member-{k}",
             resume=resume,
             started=started,
+            refit_steps=refit["step"] if refit else None,
         )
         for k in range(k_total)
     ]
+    if refit:
+        for r in runs:
+            r["refit"] = refit
     if k_total == 1:
         return runs[0]
     names = [f"member-{k}" for k in range(1, k_total)]
@@ -641,6 +660,39 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     return results
 
 
+def _is_classification(fc: Any) -> bool:
+    return (fc.task or ("classification" if fc.target == "class" else "regression")) == (
+        "classification"
+    )
+
+
+def _common_step(runs: list[Path], *, classification: bool) -> dict[str, Any]:
+    """The validation step that is best for the pooled held-out rows of ``runs``.
+
+    Each run's ``metrics.jsonl`` holds its validation curve (RMSE, or the error rate); the curves
+    are pooled over the steps every run reached (root mean square of the RMSEs, or the mean error
+    rate) and the earliest best step is returned with its pooled score and the pooled curve.
+    """
+    curves = []
+    for d in runs:
+        recs = (json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x)
+        curves.append({r["step"]: r["val"] for r in recs if "val" in r and "loss" not in r})
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    if not steps:
+        raise DataError(
+            f"{runs[0].parent}: the members share no validation step",
+            "set finetune.eval_every to a divisor of the steps the members reach",
+        )
+    pooled = {
+        st: float(np.mean([c[st] for c in curves]))
+        if classification
+        else float(np.sqrt(np.mean([c[st] ** 2 for c in curves])))
+        for st in steps
+    }
+    best = min(steps, key=lambda st: (pooled[st], st))
+    return {"step": best, "score": pooled[best], "curve": pooled, "members": len(runs)}
+
+
 def load_ensemble(directory: str | Path) -> tuple[list[ByteVAE], list[dict[str, Any]]]:
     """The fine-tuned model of ``directory`` plus the members its ``model.json`` lists."""
     model, meta = load_model(directory)
@@ -649,21 +701,29 @@ def load_ensemble(directory: str | Path) -> tuple[list[ByteVAE], list[dict[str, 
 
 
 def _finetune_member(
-    cfg: VAERunConfig, out: Path, *, resume: bool, started: dt.datetime
+    cfg: VAERunConfig,
+    out: Path,
+    *,
+    resume: bool,
+    started: dt.datetime,
+    refit_steps: int | None = None,
 ) -> dict[str, Any]:
-    """One fine-tune (seeded by ``cfg.seed``) into ``out``."""
+    """One fine-tune (seeded by ``cfg.seed``) into ``out``.
+
+    With ``refit_steps``, on every training row (nothing held out) for that many steps of the
+    configured learning-rate schedule.
+    """
     device = _setup(cfg)
     fc = cfg.finetune
     init = cfg.path(fc.init) if fc.init else cfg.path(cfg.out) / "pretrain"
     _, pre_meta = load_model(init)
     text = TextSpec(**pre_meta["text"])
     train_split = cfg.data.train_split if cfg.data.split_array else "all"
-    ds = _value_dataset(
-        cfg, fc.target, train_split, shuffle=True, text=text, holdout=fc.val_fraction
-    )
+    holdout = 0.0 if refit_steps is not None else fc.val_fraction
+    ds = _value_dataset(cfg, fc.target, train_split, shuffle=True, text=text, holdout=holdout)
     if fc.head_input in ("fields", "values"):
-        _check_fields(ds, fc.head_fields, fc.head_input)
-    task = fc.task or ("classification" if fc.target == "class" else "regression")
+        _check_fields(ds, fc.head_fields)
+    task = "classification" if _is_classification(fc) else "regression"
     vals = ds.values()[ds.selected_rows()]
     if vals.size == 0:
         raise DataError(f"{ds.store}: no training rows with target {fc.target!r}")
@@ -700,9 +760,10 @@ def _finetune_member(
     step_fn = value_step_fn(
         task, head.get("mean", 0.0), head.get("std", 1.0), fc.beta,
         transform=fc.target_transform, loss=fc.loss, huber_delta=fc.huber_delta,
+        digit_loss=fc.digit_loss,
     )  # fmt: skip
     val_ds = None
-    if fc.val_fraction > 0:
+    if holdout > 0:
         val_ds = _value_dataset(
             cfg, fc.target, train_split, shuffle=False, text=text, holdout=fc.val_fraction,
             part="holdout",
@@ -713,7 +774,7 @@ def _finetune_member(
         eval_every=fc.eval_every, patience=fc.patience, body_lr_scale=fc.encoder_lr_scale,
     )  # fmt: skip
     resumed = trainer.resume() if resume else False
-    hist = trainer.fit()
+    hist = trainer.fit(stop_at=refit_steps)
     results: dict[str, Any] = {
         "steps": trainer.step,
         "resumed": resumed,
