@@ -127,7 +127,8 @@ def vae(
     t_ft = time.perf_counter() - t - t_pre
     pre_step, ft_step = _step_s(pre_clock), _step_s(ft_clock)
     runs = ft.get("members", [ft])
-    ft_steps_all = sum(r["steps"] for r in runs)
+    refit = ft.get("refit")  # finetune.refit: the step chosen on the pooled held-out curves
+    ft_steps_all = sum(r["steps"] for r in runs) + sum(refit["selection_steps"] if refit else [])
     return {
         "rmse": ft["test"]["rmse"],
         "mae": ft["test"]["mae"],
@@ -142,6 +143,7 @@ def vae(
             {"steps": r["steps"], "validation": r.get("validation"), "test": r.get("test")}
             for r in runs
         ],
+        "refit": refit,
         "batch_size": [cfg.pretrain.batch_size, cfg.finetune.batch_size],
         "params": pre["params"],
         "pretrain_s": round(t_pre, 1),

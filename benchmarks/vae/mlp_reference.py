@@ -48,6 +48,8 @@ def _fit(x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, seed: int, epochs: in
 
 def _ensemble(x, y, x_eval, seeds, epochs):
     """Average of ``seeds`` networks in target units, per epoch ``(epochs, n)``."""
+    keep = x.std(0) > 0  # constant columns (a text's fixed header) carry nothing
+    x, x_eval = x[:, keep], x_eval[:, keep]
     mu, sd = x.mean(0), x.std(0) + 1e-9
     ly = np.log(y)
     m, s = ly.mean(), ly.std()
@@ -56,22 +58,34 @@ def _ensemble(x, y, x_eval, seeds, epochs):
     return np.exp(np.mean(runs, 0) * s + m)
 
 
-def mlp_reference(x: np.ndarray, y: np.ndarray, test: np.ndarray, seed: int) -> dict[str, float]:
-    """Test RMSE of the MLP ensemble; ``x``'s last two columns are the location (the site)."""
+def mlp_reference(
+    x: np.ndarray,
+    y: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+    site: np.ndarray | None = None,
+    seeds: int = SEEDS,
+) -> dict[str, float]:
+    """Test RMSE of the MLP ensemble of ``seeds`` networks.
+
+    The CV folds group rows by ``site`` (one id per row), by default the location held in ``x``'s
+    last two columns.
+    """
     import torch
     from sklearn.model_selection import GroupKFold
 
     t0 = time.perf_counter()
     torch.set_num_threads(1)
     xtr, ytr = x[~test], y[~test]
-    _, site = np.unique(xtr[:, -2:], axis=0, return_inverse=True)
+    if site is None:
+        site = np.unique(x[:, -2:], axis=0, return_inverse=True)[1].ravel()
     cv = np.zeros(EPOCHS)
-    for k, (a, b) in enumerate(GroupKFold(FOLDS).split(xtr, ytr, site.ravel())):
+    for k, (a, b) in enumerate(GroupKFold(FOLDS).split(xtr, ytr, site[~test])):
         seeds = [seed * 1000 + k * 10 + j for j in range(CV_SEEDS)]
         pred = _ensemble(xtr[a], ytr[a], xtr[b], seeds, EPOCHS)
         cv += ((pred - ytr[b]) ** 2).mean(1) * len(b) / len(xtr)
     best = int(np.argmin(cv)) + 1
-    pred = _ensemble(xtr, ytr, x[test], [seed * 1000 + 500 + j for j in range(SEEDS)], best)[-1]
+    pred = _ensemble(xtr, ytr, x[test], [seed * 1000 + 500 + j for j in range(seeds)], best)[-1]
     return {
         "rmse": float(np.sqrt(np.mean((pred - y[test]) ** 2))),
         "epochs": best,

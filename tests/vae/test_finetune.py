@@ -288,3 +288,14 @@ def test_refit_needs_held_out_sites(tmp_path, presto_store):
     cfg = _cfg(tmp_path, presto_store, refit=True)
     with pytest.raises(ConfigError, match="val_fraction"):
         finetune(cfg)
+
+
+def test_values_head_learns_to_read_its_digits(tmp_path, presto_store, cut):
+    store = cut(tmp_path / "s.zarr", np.arange(200), chunk=100)
+    cfg = _cfg(tmp_path, store, steps=30, head_input="values", head_fields=96, log_every=1,
+               lr=0.01, checkpoint_every=30)  # fmt: skip
+    pretrain(cfg)
+    finetune(cfg)
+    lines = (tmp_path / "run" / "finetune" / "metrics.jsonl").read_text().splitlines()
+    ce = [r["digit_ce"] for r in map(json.loads, lines) if "digit_ce" in r]
+    assert len(ce) == 30 and ce[0] > 1.5 and np.mean(ce[-5:]) < 0.5 * ce[0]

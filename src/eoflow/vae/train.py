@@ -619,10 +619,15 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
                 "set finetune.val_fraction (e.g. 0.15) or refit: false",
             )
         sel = [out / "select" / f"member-{k}" for k in range(k_total)]
-        for k, d in enumerate(sel):
-            seeded = cfg.model_copy(update={"seed": cfg.seed + k})
-            _finetune_member(seeded, d, resume=resume, started=started)
+        chosen = [
+            _finetune_member(
+                cfg.model_copy(update={"seed": cfg.seed + k}), d, resume=resume, started=started
+            )
+            for k, d in enumerate(sel)
+        ]
         refit = _common_step(sel, classification=_is_classification(cfg.finetune))
+        refit["selection_steps"] = [r["steps"] for r in chosen]
+        refit["selection_test"] = [r.get("test") for r in chosen]  # each alone, for the record
     runs = [
         _finetune_member(
             cfg.model_copy(update={"seed": cfg.seed + k}),
