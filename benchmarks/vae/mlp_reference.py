@@ -64,9 +64,9 @@ def mlp_reference(
     test: np.ndarray,
     seed: int,
     site: np.ndarray | None = None,
-    seeds: int = SEEDS,
+    n_seeds: int = SEEDS,
 ) -> dict[str, float]:
-    """Test RMSE of the MLP ensemble of ``seeds`` networks.
+    """Test RMSE of the MLP ensemble of ``n_seeds`` networks.
 
     The CV folds group rows by ``site`` (one id per row), by default the location held in ``x``'s
     last two columns.
@@ -85,7 +85,7 @@ def mlp_reference(
         pred = _ensemble(xtr[a], ytr[a], xtr[b], seeds, EPOCHS)
         cv += ((pred - ytr[b]) ** 2).mean(1) * len(b) / len(xtr)
     best = int(np.argmin(cv)) + 1
-    pred = _ensemble(xtr, ytr, x[test], [seed * 1000 + 500 + j for j in range(seeds)], best)[-1]
+    pred = _ensemble(xtr, ytr, x[test], [seed * 1000 + 500 + j for j in range(n_seeds)], best)[-1]
     return {
         "rmse": float(np.sqrt(np.mean((pred - y[test]) ** 2))),
         "epochs": best,
