@@ -22,6 +22,18 @@ def _records(d: Path, phase: str) -> list[dict]:
     )
 
 
+def _selection(d: Path) -> list[list[dict]]:
+    """The ``finetune.refit`` selection members' records (``select-member-k_metrics.jsonl`` or
+    ``finetune/select/member-k/metrics.jsonl``), in member order; empty without refit."""
+    found = sorted(d.glob("select-member-*_metrics.jsonl")) or sorted(
+        d.glob("finetune/select/member-*/metrics.jsonl")
+    )
+    found.sort(
+        key=lambda p: int("".join(ch for ch in p.as_posix().split("member-")[-1] if ch.isdigit()))
+    )
+    return [[json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in found]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
@@ -40,14 +52,30 @@ def main(argv: list[str] | None = None) -> int:
     ax2.plot([r["step"] for r in tr], [r["mse"] for r in tr], color="tab:gray", label="train MSE")
     ax2.set(xlabel="fine-tuning step", ylabel="train MSE (standardised log target)")
     val = [r for r in ft if "val" in r and "loss" not in r]
-    if val:
+    sel = _selection(a.results)
+    if sel:  # finetune.refit: the members' held-out curves, pooled, and the step chosen
+        ax3 = ax2.twinx()
+        for k, recs in enumerate(sel):
+            v = [r for r in recs if "val" in r and "loss" not in r]
+            ax3.plot([r["step"] for r in v], [r["val"] for r in v], ".-", lw=0.8, alpha=0.6,
+                     label=f"member {k} held-out RMSE")  # fmt: skip
+        curves = [{r["step"]: r["val"] for r in recs if "val" in r and "loss" not in r}
+                  for recs in sel]  # fmt: skip
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        pooled = [sum(c[st] ** 2 for c in curves) ** 0.5 / len(curves) ** 0.5 for st in steps]
+        ax3.plot(steps, pooled, "o-", color="tab:red", label="pooled")
+        ax3.axvline(steps[pooled.index(min(pooled))], color="tab:red", ls=":", lw=1)
+        ax3.set_ylabel("held-out RMSE (LFMC %)", color="tab:red")
+        ax3.legend(fontsize=7, loc="upper right")
+        ax2.set_title("Fine-tuning: refit on all rows (dotted: the step chosen)")
+    elif val:
         ax3 = ax2.twinx()
         ax3.plot([r["step"] for r in val], [r["val"] for r in val], "o-", color="tab:red",
                  label="held-out sites RMSE")  # fmt: skip
         best = min(val, key=lambda r: r["val"])
         ax3.axvline(best["step"], color="tab:red", ls=":", lw=1)
         ax3.set_ylabel("held-out RMSE (LFMC %)", color="tab:red")
-    ax2.set_title("Fine-tuning (dotted: the step kept)")
+        ax2.set_title("Fine-tuning (dotted: the step kept)")
     fig.tight_layout()
     out = a.out or a.results / "curves.png"
     fig.savefig(out, dpi=90)
