@@ -352,7 +352,7 @@ class ValuePool(nn.Module):
         self.other = nn.Linear(cfg.d_model, self.k)
         self.norm = nn.BatchNorm1d(self.f * (1 + 2 * self.k), affine=False)
         self.register_buffer("_digits", torch.arange(10, dtype=torch.float32), persistent=False)
-        #: mean cross-entropy of the digit reading on the last call's digit bytes
+        #: mean cross-entropy of the digit reading on the last call's digit bytes (0 without any)
         self.digit_loss: torch.Tensor | None = None
 
     def forward(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -362,11 +362,10 @@ class ValuePool(nn.Module):
             atom, weight = atom_digits(ids, f)
             digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
             logits = self.digit(h)
-            self.digit_loss = (
-                F.cross_entropy(logits[digit], (ids[digit] - _DIGIT_LO).long())
-                if bool(digit.any())
-                else None
-            )
+            target = (ids - _DIGIT_LO).clamp(0, 9).long()
+            ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+            # masked mean over the digit bytes: no device sync, no data-dependent shapes
+            self.digit_loss = (ce.view_as(ids) * digit).sum() / digit.sum().clamp(min=1)
             read = torch.cat([logits.softmax(-1) @ self._digits[:, None], self.val(h)], -1)
             vals = torch.zeros(b, f + 1, 1 + k, device=h.device)
             vals.scatter_add_(1, atom[..., None].expand(-1, -1, 1 + k), weight[..., None] * read)
