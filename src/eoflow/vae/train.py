@@ -625,7 +625,7 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
             )
             for k, d in enumerate(sel)
         ]
-        refit = _common_step(sel, classification=_is_classification(cfg.finetune))
+        refit = _common_step(sel, classification=_task(cfg.finetune) == "classification")
         refit["selection_steps"] = [r["steps"] for r in chosen]
         refit["selection_test"] = [r.get("test") for r in chosen]  # each alone, for the record
     runs = [
@@ -665,10 +665,9 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     return results
 
 
-def _is_classification(fc: Any) -> bool:
-    return (fc.task or ("classification" if fc.target == "class" else "regression")) == (
-        "classification"
-    )
+def _task(fc: Any) -> str:
+    """``finetune.task``, or what the target implies (``class``: classification)."""
+    return fc.task or ("classification" if fc.target == "class" else "regression")
 
 
 def _common_step(runs: list[Path], *, classification: bool) -> dict[str, Any]:
@@ -728,7 +727,7 @@ def _finetune_member(
     ds = _value_dataset(cfg, fc.target, train_split, shuffle=True, text=text, holdout=holdout)
     if fc.head_input in ("fields", "values"):
         _check_fields(ds, fc.head_fields)
-    task = "classification" if _is_classification(fc) else "regression"
+    task = _task(fc)
     vals = ds.values()[ds.selected_rows()]
     if vals.size == 0:
         raise DataError(f"{ds.store}: no training rows with target {fc.target!r}")
