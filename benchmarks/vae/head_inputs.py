@@ -43,6 +43,14 @@ def _texts(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.array([float(ex["value"]) for ex in rows])
 
 
+def digits(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which bytes of ``ids`` are digits, and each byte's digit value (0 elsewhere)."""
+    from eoflow.vae.tokenizer import OFFSET
+
+    mask = (ids >= OFFSET + ord("0")) & (ids <= OFFSET + ord("9"))
+    return mask, np.where(mask, ids - OFFSET - ord("0"), 0).astype(np.float64)
+
+
 def views(ids: np.ndarray, n_fields: int, digit_value: np.ndarray, places: int = 6) -> dict:
     """``digits`` (atom x place slots) and ``values`` (place value per atom + minus signs)."""
     import torch
@@ -51,7 +59,7 @@ def views(ids: np.ndarray, n_fields: int, digit_value: np.ndarray, places: int =
     from eoflow.vae.tokenizer import OFFSET
 
     t = torch.as_tensor(ids, dtype=torch.long)
-    digit = (ids >= OFFSET + ord("0")) & (ids <= OFFSET + ord("9"))
+    digit, _ = digits(ids)
     minus = ids == OFFSET + ord("-")
     rows = np.arange(len(ids))[:, None].repeat(ids.shape[1], 1)
     slots = atom_slots(t, n_fields, places).numpy()
@@ -78,7 +86,6 @@ def probed_digits(
     from sklearn.linear_model import Ridge
 
     from eoflow.vae.checkpoint import load_model
-    from eoflow.vae.tokenizer import OFFSET
 
     model, _ = load_model(pretrained)
     model.eval()
@@ -89,8 +96,7 @@ def probed_digits(
             h, _ = model.encode(b, bool((b == 0).any()))
             states.append(h.float().numpy())
     h = np.concatenate(states)
-    digit = (ids >= OFFSET + ord("0")) & (ids <= OFFSET + ord("9"))
-    true = np.where(digit, ids - OFFSET - ord("0"), 0).astype(np.float64)
+    digit, true = digits(ids)
     fit = digit & fit_rows[:, None]
     probe = Ridge(alpha=1.0).fit(h[fit], true[fit])
     read = np.where(digit, probe.predict(h.reshape(-1, h.shape[-1])).reshape(ids.shape), 0.0)
@@ -117,11 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     n = max(tr_ids.shape[1], te_ids.shape[1])
     ids = np.zeros((len(y), n), np.int64)
     ids[~test, : tr_ids.shape[1]], ids[test, : te_ids.shape[1]] = tr_ids, te_ids
-    from eoflow.vae.tokenizer import OFFSET
-
-    exact = np.where((ids >= OFFSET + 48) & (ids <= OFFSET + 57), ids - OFFSET - 48, 0)
     f = cfg.finetune.head_fields
-    inputs = {"numbers": x, **views(ids, f, exact.astype(np.float64))}
+    inputs = {"numbers": x, **views(ids, f, digits(ids)[1])}
     extra = {}
     if a.pretrained:
         read, err = probed_digits(a.pretrained, ids, ~test)

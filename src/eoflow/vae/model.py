@@ -320,10 +320,17 @@ def atom_digits(ids: torch.Tensor, n_fields: int) -> tuple[torch.Tensor, torch.T
     the decimal fraction ``0.d0d1d2...`` (``-0104`` -> 0.0104, ``2001-04-15`` -> 0.20010415).
     """
     digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
-    atom = atom_slots(ids, n_fields, 2) // 2  # slot // places = atom; n_fields: none
-    atom = torch.where(digit, atom, torch.full_like(atom, n_fields))
+    return _digit_atoms(digit, atom_slots(ids, n_fields, 2) // 2, n_fields)
+
+
+def _digit_atoms(
+    digit: torch.Tensor, every: torch.Tensor, n_fields: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`atom_digits` from the digit mask and every byte's atom (``atom_slots // places``)."""
+    atom = torch.where(digit, every, torch.full_like(every, n_fields))
     dcum = torch.cumsum(digit.long(), dim=1)
-    first = torch.full((ids.shape[0], n_fields + 1), ids.shape[1] + 1, device=ids.device)
+    b, n = digit.shape
+    first = torch.full((b, n_fields + 1), n + 1, device=digit.device)
     first.scatter_reduce_(1, atom, dcum - digit.long(), reduce="amin")  # digits before the atom
     k = dcum - 1 - first.gather(1, atom)
     weight = torch.where(atom < n_fields, 10.0 ** -(k.float() + 1), torch.zeros(()))
@@ -359,8 +366,9 @@ class ValuePool(nn.Module):
         b, f, k = h.shape[0], self.f, self.k
         with torch.autocast(h.device.type, enabled=False):
             h = h.float()
-            atom, weight = atom_digits(ids, f)
             digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
+            every = atom_slots(ids, f, 2) // 2  # every byte's atom (f: none)
+            atom, weight = _digit_atoms(digit, every, f)
             logits = self.digit(h)
             target = (ids - _DIGIT_LO).clamp(0, 9).long()
             ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
@@ -369,8 +377,7 @@ class ValuePool(nn.Module):
             read = torch.cat([logits.softmax(-1) @ self._digits[:, None], self.val(h)], -1)
             vals = torch.zeros(b, f + 1, 1 + k, device=h.device)
             vals.scatter_add_(1, atom[..., None].expand(-1, -1, 1 + k), weight[..., None] * read)
-            rest = atom_slots(ids, f, 2) // 2
-            rest = torch.where(digit, torch.full_like(rest, f), rest)
+            rest = torch.where(digit, torch.full_like(every, f), every)
             other = torch.zeros(b, f + 1, k, device=h.device)
             other.scatter_add_(1, rest[..., None].expand(-1, -1, k), self.other(h))
             x = torch.cat([vals[:, :-1].flatten(1), other[:, :-1].flatten(1)], dim=1)
