@@ -10,7 +10,8 @@
 #    steady-state time of a step of each phase on this machine (data loading included) and the
 #    fixed cost (setup, checkpoints, test evaluation).
 # 2. The main run uses the config's step counts scaled by one factor (at most 2) so that its
-#    predicted time (steps x step time + fixed cost) is min(TRAIN_BUDGET, time left - 45 s).
+#    predicted time (steps x step time + fixed cost) is min(TRAIN_BUDGET, time left - 45 s); the
+#    fine-tune steps count every member, twice with finetune.refit (selection, then refit).
 # Everything, calibration included, stays inside LIMIT seconds from the start of this script; a
 # run cut off by its timeout still leaves its logs and metrics in $OUT.
 #
@@ -76,14 +77,16 @@ import yaml
 
 cfg = yaml.safe_load(open(sys.argv[2]))
 P, F = cfg["pretrain"]["steps"], cfg["finetune"]["steps"]
+# every member trains up to F steps, and once more (at most F) when refit picks a common step
+work = F * cfg["finetune"].get("members", 1) * (2 if cfg["finetune"].get("refit") else 1)
 budget = float(sys.argv[3])
 try:
     r = next(iter(json.load(open(sys.argv[1]))["results"].values()))
     tp, tf, fixed = r["pretrain_step_s"], r["finetune_step_s"], max(r["overhead_s"], 0.0)
-    f = min(2.0, (budget - fixed) / (P * tp + F * tf))
+    f = min(2.0, (budget - fixed) / (P * tp + work * tf))
     msg = (f"{tp * 1e3:.1f} ms/pretrain step, {tf * 1e3:.1f} ms/fine-tune step, {fixed:.1f} s "
-           f"fixed; config steps {P} + {F} -> {P * tp + F * tf + fixed:.0f} s predicted; "
-           f"budget {budget:.0f} s")
+           f"fixed; config steps {P} + {F} ({work} fine-tune steps at most, all members) -> "
+           f"{P * tp + work * tf + fixed:.0f} s predicted; budget {budget:.0f} s")
 except (OSError, ValueError, KeyError, StopIteration, ZeroDivisionError) as exc:
     f, msg = 0.25, f"no usable calibration ({exc!r}): config steps / 4"
 print(max(1, round(P * f)), max(1, round(F * f)), f"{msg} -> factor {f:.3f}")

@@ -88,6 +88,10 @@ def test_config_mistakes_are_one_line_errors(tmp_path, presto_store, capsys):
     assert main(["vae", "pretrain", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "pretrain.stepz" in err and "\n" not in err
+    slots = _config(tmp_path, presto_store, finetune={"head_input": "fields", "head_slot_dim": 0})
+    assert main(["vae", "finetune", str(slots)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "finetune: " in err and "head_slot_dim" in err and "\n" not in err
     missing = _config(tmp_path, presto_store, data={"store": str(tmp_path / "nope.zarr")})
     assert main(["vae", "pretrain", str(missing)]) == 2
     assert "nope.zarr" in capsys.readouterr().err

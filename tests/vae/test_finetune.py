@@ -15,6 +15,7 @@ from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec
 from eoflow.vae.model import (
     ByteVAE,
     ValuePool,
+    _atom_sign,
     atom_digits,
     atom_slots,
     model_config,
@@ -104,11 +105,15 @@ def test_atom_digits_read_each_atom_as_a_decimal_fraction():
     assert sorted(got) == [2, 5]
     assert [got[2], got[5]] == pytest.approx([0.0104, 0.20010415], rel=1e-6)
     assert float(weight[0, -5:].sum()) == 0.0 and int(atom[0, 0]) == 6
+    # the values head negates an atom that opens with a minus sign, not a date's hyphens
+    sign = _atom_sign(ids, atom_slots(ids, 8, 2) // 2, 8)
+    assert sign[0, :8].tolist() == [1, 1, -1, 1, 1, 1, 1, 1]
 
 
-def test_values_head_reads_place_values_and_ignores_padding():
+@pytest.mark.parametrize("k", [0, 1])
+def test_values_head_reads_place_values_and_ignores_padding(k):
     torch.manual_seed(0)
-    cfg = model_config("tiny", head_outputs=1, head_input="values", head_fields=10, head_slot_dim=1)
+    cfg = model_config("tiny", head_outputs=1, head_input="values", head_fields=10, head_slot_dim=k)
     pool = ValuePool(cfg).eval()
     pool.norm.running_var.fill_(1 - pool.norm.eps)  # identity standardisation
     ids = torch.tensor(np.array([encode("((pts (0104 -12) (0099 7)))")]))
@@ -120,12 +125,12 @@ def test_values_head_reads_place_values_and_ignores_padding():
         pool.digit.weight[:, :10] = 50 * torch.eye(10)
         pool.digit.bias.zero_()
     x = pool(h, ids).detach()
-    # atoms 4, 5, 8, 9 hold 0104, -12, 0099, 7: their place values (value first of 2 per atom)
+    # atoms 4, 5, 8, 9 hold 0104, -12, 0099, 7: their signed place values (value first of 1 + k per atom)
     np.testing.assert_allclose(
-        x[0, [8, 10, 16, 18]].numpy(), [0.0104, 0.12, 0.0099, 0.7], rtol=1e-4
+        x[0, [a * (1 + k) for a in (4, 5, 8, 9)]].numpy(), [0.0104, -0.12, 0.0099, 0.7], rtol=1e-4
     )
     assert float(pool.digit_loss) < 1e-3  # the reading agrees with the bytes
-    assert x.shape == (1, 10 * 3)
+    assert x.shape == (1, 10 * (1 + 2 * k))  # k = 0: the values alone
     m = ByteVAE(cfg).eval()
     out, aux = m.predict_value(ids)
     padded = torch.cat([ids, torch.zeros(1, 9, dtype=torch.long)], 1)
@@ -133,6 +138,25 @@ def test_values_head_reads_place_values_and_ignores_padding():
     assert float(aux["digit_loss"]) > 1.0  # untrained: about ln 10
     m.train()
     assert m.predict_value(ids)[0].shape == (1, 1)  # one row in training mode: running statistics
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_values_head_can_keep_the_target_gradient_off_its_digit_reading(grad):
+    torch.manual_seed(0)
+    cfg = model_config(
+        "tiny", head_outputs=1, head_input="values", head_fields=10, head_slot_dim=0,
+        head_value_grad=grad,
+    )  # fmt: skip
+    m = ByteVAE(cfg).train()
+    texts = ["((pts (0104 -12) (0099 7)))", "((pts (0317 -45) (0021 3)))"]  # batch statistics
+    ids = torch.tensor(np.array([encode(t) for t in texts]))
+    out, aux = m.predict_value(ids)
+    out.sum().backward(retain_graph=True)  # the target's path only
+    digit = m.head_fields.digit.weight.grad
+    assert (digit is not None and float(digit.abs().sum()) > 0) is grad
+    assert float(m.embed.weight.grad.abs().sum()) > 0 if grad else m.embed.weight.grad is None
+    aux["digit_loss"].backward()  # digit_loss trains the reading either way
+    assert float(m.head_fields.digit.weight.grad.abs().sum()) > 0
 
 
 def _cfg(tmp_path, presto_store, **finetune):

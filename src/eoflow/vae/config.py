@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from eoflow.errors import ConfigError, InputError
 
@@ -125,9 +125,19 @@ class FinetuneConfig(_TrainCommon):
     head_places: int = Field(
         6, ge=2, description="head_input: fields: digit places per atom, plus one for other bytes"
     )
-    head_slot_dim: int = Field(4, ge=1, description="head_input: fields: numbers per slot")
+    head_slot_dim: int = Field(
+        4,
+        ge=0,
+        description="head_input: fields: numbers per slot (at least 1); values: context numbers "
+        "per atom beside its value (0: the values alone)",
+    )
     head_dropout: float = Field(
         0.0, ge=0, lt=1, description="dropout on the head's input and hidden layer"
+    )
+    head_value_grad: bool = Field(
+        True,
+        description="head_input: values: let the target's gradient reach the digit reading "
+        "(false: only digit_loss trains it, so the values stay the text's numbers)",
     )
     encoder_lr_scale: float = Field(
         1.0,
@@ -171,6 +181,12 @@ class FinetuneConfig(_TrainCommon):
     patience: int | None = Field(
         None, ge=1, description="stop after this many validation passes without improvement"
     )
+
+    @model_validator(mode="after")
+    def _slots(self) -> FinetuneConfig:
+        if self.head_input == "fields" and self.head_slot_dim < 1:
+            raise ValueError("head_slot_dim must be at least 1 with head_input: fields")
+        return self
 
 
 class PredictConfig(_Model):

@@ -73,6 +73,7 @@ class ModelConfig:
     head_places: int = 6
     head_slot_dim: int = 4
     head_dropout: float = 0.0
+    head_value_grad: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -256,6 +257,15 @@ class AttentionPool(nn.Module):
 
 _SEPARATORS = tuple(OFFSET + ord(c) for c in " ()")
 _DIGIT_LO, _DIGIT_HI = OFFSET + ord("0"), OFFSET + ord("9")
+_MINUS = OFFSET + ord("-")
+
+
+def _separator(ids: torch.Tensor) -> torch.Tensor:
+    """Bytes that end an atom: spaces, parentheses, padding, EOS and sentinels."""
+    sep = (ids < OFFSET) | (ids >= SENTINEL_START)
+    for b in _SEPARATORS:
+        sep |= ids == b
+    return sep
 
 
 def atom_slots(ids: torch.Tensor, n_fields: int, n_places: int) -> torch.Tensor:
@@ -267,9 +277,7 @@ def atom_slots(ids: torch.Tensor, n_fields: int, n_places: int) -> torch.Tensor:
     one); every other byte of an atom (sign, point, letters) goes to place ``n_places - 1``.  Atoms
     from ``n_fields`` on have no slot.
     """
-    sep = (ids < OFFSET) | (ids >= SENTINEL_START)
-    for b in _SEPARATORS:
-        sep |= ids == b
+    sep = _separator(ids)
     digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
     atom = torch.cumsum(sep.long(), dim=1)  # a separator opens the next atom
     dcum = torch.cumsum(digit.long(), dim=1)
@@ -337,15 +345,28 @@ def _digit_atoms(
     return atom, weight
 
 
+def _atom_sign(ids: torch.Tensor, every: torch.Tensor, n_fields: int) -> torch.Tensor:
+    """``(B, n_fields + 1)``: -1 for the atoms that open with a minus sign, else 1."""
+    prev = F.pad(ids, (1, 0), value=_SEPARATORS[0])[:, :-1]
+    opens = (ids == _MINUS) & _separator(prev)
+    neg = torch.zeros(ids.shape[0], n_fields + 1, device=ids.device)
+    neg.scatter_add_(1, every, opens.float())
+    return 1.0 - 2.0 * neg.clamp(max=1.0)
+
+
 class ValuePool(nn.Module):
     """Encoder states read as the text's decimal numbers, one standardised slot per atom.
 
     Every digit byte's state is classified into its digit (``W_d h``, 10 classes; fine-tuning adds
     the cross-entropy against the byte itself, :attr:`digit_loss`, so this reading becomes exact)
     and the expected digit is weighed by its place (``0.1, 0.01, ...`` from the atom's first digit)
-    and summed per atom: one number per field of the text, as a table model would see it.  Next to
+    and summed per atom, negated when the atom opens with a minus sign: one number per field of the
+    text, as a table model would see it (``-0104`` -> -0.0104).  Next to
     it, per atom, ``head_slot_dim`` context numbers (``W_v h`` summed over the digits with the same
-    weights) and ``head_slot_dim`` for the bytes that are not digits (``W_o h``: sign, point, name).
+    weights) and ``head_slot_dim`` for the bytes that are not digits (``W_o h``: sign, point, name);
+    ``head_slot_dim: 0`` leaves the values alone.  With ``head_value_grad`` false the target's
+    gradient stops at the values (only the digit cross-entropy trains their reading), so they stay
+    the text's numbers rather than becoming a channel the fine-tune bends to fit its rows.
     Output ``(B, head_fields * (1 + 2 * head_slot_dim))``, standardised by batch statistics
     (running ones at evaluation, or for a batch of one row).  Computed in float32 whatever the
     autocast dtype: bf16 keeps 3 significant digits.
@@ -354,9 +375,11 @@ class ValuePool(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.f, self.k = cfg.head_fields, cfg.head_slot_dim
+        self.value_grad = cfg.head_value_grad
         self.digit = nn.Linear(cfg.d_model, 10)
-        self.val = nn.Linear(cfg.d_model, self.k)
-        self.other = nn.Linear(cfg.d_model, self.k)
+        # k = 0: the values alone, no context numbers
+        self.val = nn.Linear(cfg.d_model, self.k) if self.k else None
+        self.other = nn.Linear(cfg.d_model, self.k) if self.k else None
         self.norm = nn.BatchNorm1d(self.f * (1 + 2 * self.k), affine=False)
         self.register_buffer("_digits", torch.arange(10, dtype=torch.float32), persistent=False)
         #: mean cross-entropy of the digit reading on the last call's digit bytes (0 without any)
@@ -374,13 +397,20 @@ class ValuePool(nn.Module):
             ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
             # masked mean over the digit bytes: no device sync, no data-dependent shapes
             self.digit_loss = (ce.view_as(ids) * digit).sum() / digit.sum().clamp(min=1)
-            read = torch.cat([logits.softmax(-1) @ self._digits[:, None], self.val(h)], -1)
+            read = logits.softmax(-1) @ self._digits[:, None]
+            if not self.value_grad:
+                read = read.detach()
+            if self.val is not None:
+                read = torch.cat([read, self.val(h)], -1)
             vals = torch.zeros(b, f + 1, 1 + k, device=h.device)
             vals.scatter_add_(1, atom[..., None].expand(-1, -1, 1 + k), weight[..., None] * read)
-            rest = torch.where(digit, torch.full_like(every, f), every)
-            other = torch.zeros(b, f + 1, k, device=h.device)
-            other.scatter_add_(1, rest[..., None].expand(-1, -1, k), self.other(h))
-            x = torch.cat([vals[:, :-1].flatten(1), other[:, :-1].flatten(1)], dim=1)
+            vals[..., 0] = vals[..., 0] * _atom_sign(ids, every, f)
+            x = vals[:, :-1].flatten(1)
+            if self.other is not None:
+                rest = torch.where(digit, torch.full_like(every, f), every)
+                other = torch.zeros(b, f + 1, k, device=h.device)
+                other.scatter_add_(1, rest[..., None].expand(-1, -1, k), self.other(h))
+                x = torch.cat([x, other[:, :-1].flatten(1)], dim=1)
             n = self.norm  # batch statistics need two rows; one row uses the running ones
             train = self.training and b > 1
             return F.batch_norm(x, n.running_mean, n.running_var, training=train, eps=n.eps)
