@@ -404,8 +404,8 @@ class ValuePool(nn.Module):
                 read = torch.cat([read, self.val(h)], -1)
             vals = torch.zeros(b, f + 1, 1 + k, device=h.device)
             vals.scatter_add_(1, atom[..., None].expand(-1, -1, 1 + k), weight[..., None] * read)
-            vals[..., 0] = vals[..., 0] * _atom_sign(ids, every, f)
-            x = vals[:, :-1].flatten(1)
+            sign = _atom_sign(ids, every, f)[..., None]  # on the value, not the context numbers
+            x = torch.cat([vals[..., :1] * sign, vals[..., 1:]], -1)[:, :-1].flatten(1)
             if self.other is not None:
                 rest = torch.where(digit, torch.full_like(every, f), every)
                 other = torch.zeros(b, f + 1, k, device=h.device)
