@@ -34,6 +34,15 @@ def _selection(d: Path) -> list[list[dict]]:
     return [[json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in found]
 
 
+def _refit(d: Path) -> dict:
+    """The ``refit`` record of the fine-tune manifest (``finetune_manifest.json`` or
+    ``finetune/manifest.json``): the pooled curve and the step chosen; empty without refit."""
+    for p in (d / "finetune_manifest.json", d / "finetune" / "manifest.json"):
+        if p.is_file():
+            return json.loads(p.read_text())["results"].get("refit") or {}
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
@@ -52,19 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     ax2.plot([r["step"] for r in tr], [r["mse"] for r in tr], color="tab:gray", label="train MSE")
     ax2.set(xlabel="fine-tuning step", ylabel="train MSE (standardised log target)")
     val = [r for r in ft if "val" in r and "loss" not in r]
-    sel = _selection(a.results)
-    if sel:  # finetune.refit: the members' held-out curves, pooled, and the step chosen
+    sel, refit = _selection(a.results), _refit(a.results)
+    if sel and refit:  # finetune.refit: the members' held-out curves, pooled, and the step chosen
         ax3 = ax2.twinx()
         for k, recs in enumerate(sel):
             v = [r for r in recs if "val" in r and "loss" not in r]
             ax3.plot([r["step"] for r in v], [r["val"] for r in v], ".-", lw=0.8, alpha=0.6,
                      label=f"member {k} held-out RMSE")  # fmt: skip
-        curves = [{r["step"]: r["val"] for r in recs if "val" in r and "loss" not in r}
-                  for recs in sel]  # fmt: skip
-        steps = sorted(set.intersection(*(set(c) for c in curves)))
-        pooled = [sum(c[st] ** 2 for c in curves) ** 0.5 / len(curves) ** 0.5 for st in steps]
-        ax3.plot(steps, pooled, "o-", color="tab:red", label="pooled")
-        ax3.axvline(steps[pooled.index(min(pooled))], color="tab:red", ls=":", lw=1)
+        pooled = sorted((int(st), v) for st, v in refit["curve"].items())  # JSON keys: strings
+        ax3.plot(*zip(*pooled, strict=True), "o-", color="tab:red", label="pooled")
+        ax3.axvline(refit["step"], color="tab:red", ls=":", lw=1)
         ax3.set_ylabel("held-out RMSE (LFMC %)", color="tab:red")
         ax3.legend(fontsize=7, loc="upper right")
         ax2.set_title("Fine-tuning: refit on all rows (dotted: the step chosen)")
