@@ -89,6 +89,8 @@ def baselines(store: Path, seed: int) -> dict[str, dict]:
 
     name = f"MLP on the same numbers (torch, 2 x 256, log target, Huber, {SEEDS} seeds averaged)"
     out[name] = mlp_reference(x, y, test, seed)
+    name = f"MLP with periodic embeddings (the VAE's head alone) on the same numbers, {SEEDS} seeds"
+    out[name] = mlp_reference(x, y, test, seed, periodic=True)
     return out
 
 

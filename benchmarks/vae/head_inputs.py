@@ -10,7 +10,11 @@ Every row trains the MLP of ``mlp_reference`` (epochs by 5-fold CV over training
 * ``digits``: each digit byte of the text in its (atom, place) slot, the layout the ``fields``
   head reads;
 * ``values``: each atom's digits read as a decimal number by place value (``0104`` -> 0.0104),
-  plus a count of its minus signs: the layout the ``values`` head reads, with exact digits;
+  plus a count of its minus signs, with exact digits;
+* ``values, signed``: the same numbers negated where the atom opens with a minus sign, one column
+  per atom: what the ``values`` head reads (``head_slot_dim: 0``), with exact digits; and again
+  through the values head's own input layer, ``head_periodic`` (``values, signed, periodic``;
+  ``numbers, periodic`` is that network on the 56 numbers);
 * ``values, probed digits`` (with ``--pretrained``): the same, but every digit read back from the
   pretrained encoder's state by a least-squares probe, as a head would have to before
   ``finetune.digit_loss`` (the probe's digit RMSE is printed too).
@@ -55,7 +59,7 @@ def views(ids: np.ndarray, n_fields: int, digit_value: np.ndarray, places: int =
     """``digits`` (atom x place slots) and ``values`` (place value per atom + minus signs)."""
     import torch
 
-    from eoflow.vae.model import atom_digits, atom_slots
+    from eoflow.vae.model import _atom_sign, atom_digits, atom_slots
     from eoflow.vae.tokenizer import OFFSET
 
     t = torch.as_tensor(ids, dtype=torch.long)
@@ -71,9 +75,11 @@ def views(ids: np.ndarray, n_fields: int, digit_value: np.ndarray, places: int =
     which = atom_slots(t, n_fields, 2).numpy() // 2
     sign = np.zeros((len(ids), n_fields + 1))
     np.add.at(sign, (rows[minus], which[minus]), 1.0)
+    signed = val * _atom_sign(t, atom_slots(t, n_fields, 2) // 2, n_fields).numpy()
     return {
         "digits": dig[:, :-1],
         "values": np.concatenate([val[:, :-1], sign[:, :-1]], 1),
+        "values, signed": signed[:, :-1],
     }
 
 
@@ -130,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         read, err = probed_digits(a.pretrained, ids, ~test)
         inputs["values, probed digits"] = views(ids, f, read)["values"]
         extra["probe digit RMSE (test texts)"] = round(err, 4)
+    periodic = {"numbers, periodic": "numbers", "values, signed, periodic": "values, signed"}
     res = {}
-    for name, feats in inputs.items():
-        res[name] = mlp_reference(feats, y, test, a.seed, site=site)
+    for name in [*inputs, *periodic]:
+        feats = inputs[periodic.get(name, name)]
+        res[name] = mlp_reference(feats, y, test, a.seed, site=site, periodic=name in periodic)
         print(f"| {name} | {feats.shape[1]} | {res[name]['rmse']:.2f} | {res[name]['cv_rmse']:.2f} |"
               f" {res[name]['epochs']} |", flush=True)  # fmt: skip
     out = cfg.path(cfg.out)

@@ -1,7 +1,9 @@
 """A plain MLP on the same numbers as the tree models: what a small neural network reaches here.
 
 It reads the 56 numbers directly (no bytes), with the VAE head's choices (log target, Huber
-loss).  The number of epochs is chosen by 5-fold cross-validation over whole training sites
+loss).  With ``periodic=True`` the network is the VAE's values head itself: every number through
+:class:`eoflow.vae.model.PeriodicEmbedding` (16 frequencies, 16 features), dropout 0.1, one
+128-unit GELU layer, dropout 0.1 (``finetune.head_periodic`` in ``fuel_moisture.yaml``).  The number of epochs is chosen by 5-fold cross-validation over whole training sites
 (``GroupKFold`` on the location), then ``SEEDS`` networks are trained on every training row and
 averaged; the test split is used once.
 """
@@ -18,18 +20,34 @@ CV_SEEDS = 3
 FOLDS = 5
 
 
-def _fit(x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, seed: int, epochs: int) -> np.ndarray:
+def _net(n_in: int, periodic: bool):
+    import torch
+
+    nn = torch.nn
+    if periodic:
+        from eoflow.vae.model import PeriodicEmbedding
+
+        return nn.Sequential(
+            PeriodicEmbedding(n_in, 16, 16, 0.1), nn.Dropout(0.1),
+            nn.Linear(n_in * 16, 128), nn.GELU(), nn.Dropout(0.1), nn.Linear(128, 1),
+        )  # fmt: skip
+    return nn.Sequential(
+        nn.Linear(n_in, 256), nn.GELU(), nn.Dropout(0.1),
+        nn.Linear(256, 256), nn.GELU(), nn.Dropout(0.1),
+        nn.Linear(256, 1),
+    )  # fmt: skip
+
+
+def _fit(
+    x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, seed: int, epochs: int, periodic: bool
+) -> np.ndarray:
     """Train one MLP; its predictions for ``x_eval`` after every epoch, ``(epochs, n)``."""
     import torch
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], 256), torch.nn.GELU(), torch.nn.Dropout(0.1),
-        torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Dropout(0.1),
-        torch.nn.Linear(256, 1),
-    )  # fmt: skip
+    net = _net(x.shape[1], periodic)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
     xt, yt, xe = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(x_eval)
     out = np.empty((epochs, len(x_eval)), np.float32)
@@ -46,7 +64,7 @@ def _fit(x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, seed: int, epochs: in
     return out
 
 
-def _ensemble(x, y, x_eval, seeds, epochs):
+def _ensemble(x, y, x_eval, seeds, epochs, periodic=False):
     """Average of ``seeds`` networks in target units, per epoch ``(epochs, n)``."""
     keep = x.std(0) > 0  # constant columns (a text's fixed header) carry nothing
     x, x_eval = x[:, keep], x_eval[:, keep]
@@ -54,7 +72,8 @@ def _ensemble(x, y, x_eval, seeds, epochs):
     ly = np.log(y)
     m, s = ly.mean(), ly.std()
     z, ze = ((x - mu) / sd).astype(np.float32), ((x_eval - mu) / sd).astype(np.float32)
-    runs = [_fit(z, ((ly - m) / s).astype(np.float32), ze, k, epochs) for k in seeds]
+    t = ((ly - m) / s).astype(np.float32)
+    runs = [_fit(z, t, ze, k, epochs, periodic) for k in seeds]
     return np.exp(np.mean(runs, 0) * s + m)
 
 
@@ -65,8 +84,9 @@ def mlp_reference(
     seed: int,
     site: np.ndarray | None = None,
     n_seeds: int = SEEDS,
+    periodic: bool = False,
 ) -> dict[str, float]:
-    """Test RMSE of the MLP ensemble of ``n_seeds`` networks.
+    """Test RMSE of the MLP ensemble of ``n_seeds`` networks (``periodic``: the VAE head's).
 
     The CV folds group rows by ``site`` (one id per row), by default the location held in ``x``'s
     last two columns.
@@ -82,10 +102,11 @@ def mlp_reference(
     cv = np.zeros(EPOCHS)
     for k, (a, b) in enumerate(GroupKFold(FOLDS).split(xtr, ytr, site[~test])):
         seeds = [seed * 1000 + k * 10 + j for j in range(CV_SEEDS)]
-        pred = _ensemble(xtr[a], ytr[a], xtr[b], seeds, EPOCHS)
+        pred = _ensemble(xtr[a], ytr[a], xtr[b], seeds, EPOCHS, periodic)
         cv += ((pred - ytr[b]) ** 2).mean(1) * len(b) / len(xtr)
     best = int(np.argmin(cv)) + 1
-    pred = _ensemble(xtr, ytr, x[test], [seed * 1000 + 500 + j for j in range(n_seeds)], best)[-1]
+    final = [seed * 1000 + 500 + j for j in range(n_seeds)]
+    pred = _ensemble(xtr, ytr, x[test], final, best, periodic)[-1]
     return {
         "rmse": float(np.sqrt(np.mean((pred - y[test]) ** 2))),
         "epochs": best,

@@ -14,6 +14,7 @@ from eoflow.vae.config import load_vae_config
 from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec
 from eoflow.vae.model import (
     ByteVAE,
+    PeriodicEmbedding,
     ValuePool,
     _atom_sign,
     atom_digits,
@@ -157,6 +158,40 @@ def test_values_head_can_keep_the_target_gradient_off_its_digit_reading(grad):
     assert float(m.embed.weight.grad.abs().sum()) > 0 if grad else m.embed.weight.grad is None
     aux["digit_loss"].backward()  # digit_loss trains the reading either way
     assert float(m.head_fields.digit.weight.grad.abs().sum()) > 0
+
+
+def test_periodic_embedding_gives_each_number_its_own_features():
+    torch.manual_seed(0)
+    emb = PeriodicEmbedding(3, k=4, dim=5, sigma=1.0)
+    x = torch.tensor([[0.5, -1.0, 2.0], [0.5, 3.0, 2.0]])
+    e = emb(x).view(2, 3, 5)
+    assert e.shape == (2, 3, 5) and bool((e >= 0).all())  # ReLU output
+    # only the second number differs between the rows: only its features may differ
+    torch.testing.assert_close(e[0, [0, 2]], e[1, [0, 2]])
+    assert not torch.allclose(e[0, 1], e[1, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 whatever the autocast dtype
+        assert emb(x).dtype == torch.float32
+    a = 2 * torch.pi * emb.freq[1] * -1.0  # number 1 of row 0 by hand
+    want = torch.relu(torch.cat([a.sin(), a.cos()]) @ emb.weight[1] + emb.bias[1])
+    torch.testing.assert_close(e[0, 1], want)
+
+
+def test_periodic_inputs_shape_the_head_and_survive_a_checkpoint(tmp_path):
+    from eoflow.vae.checkpoint import load_model, save_model
+
+    cfg = model_config(
+        "tiny", head_outputs=1, head_input="values", head_fields=10, head_slot_dim=0,
+        head_hidden=8, head_periodic=4, head_periodic_dim=3,
+    )  # fmt: skip
+    m = ByteVAE(cfg).eval()
+    linear = [layer for layer in m.head if isinstance(layer, torch.nn.Linear)]
+    assert isinstance(m.head[0], PeriodicEmbedding)
+    assert [(lin.in_features, lin.out_features) for lin in linear] == [(30, 8), (8, 1)]
+    ids = torch.tensor(np.array([encode("((pts (0104 -12) (0099 7)))")]))
+    out = m.predict_value(ids)[0]
+    save_model(m, tmp_path / "m", meta={})
+    back, _ = load_model(tmp_path / "m")
+    torch.testing.assert_close(back.eval().predict_value(ids)[0], out)
 
 
 def _cfg(tmp_path, presto_store, **finetune):

@@ -134,6 +134,17 @@ class FinetuneConfig(_TrainCommon):
     head_dropout: float = Field(
         0.0, ge=0, lt=1, description="dropout on the head's input and hidden layer"
     )
+    head_periodic: int = Field(
+        0,
+        ge=0,
+        description="learned frequencies per input number of the head: each number enters the MLP "
+        "as head_periodic_dim features of its sines and cosines (periodic embeddings; 0: the "
+        "numbers themselves)",
+    )
+    head_periodic_dim: int = Field(16, ge=1, description="features per number (head_periodic)")
+    head_periodic_sigma: float = Field(
+        0.1, gt=0, description="initial spread of the frequencies (head_periodic)"
+    )
     head_value_grad: bool = Field(
         True,
         description="head_input: values: let the target's gradient reach the digit reading "

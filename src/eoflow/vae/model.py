@@ -19,6 +19,8 @@
   by its place value (0.1, 0.01, ... from the atom's first digit) and summed per atom, then
   standardised, so the head starts from one number per field instead of ten loosely related
   digits, in which a leading zero's reading error would weigh a thousand times a trailing one's.
+  Optionally (``head_periodic``) each number the head reads enters its MLP through a periodic
+  embedding of its own (:class:`PeriodicEmbedding`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "ByteVAE",
     "FieldPool",
     "ModelConfig",
+    "PeriodicEmbedding",
     "ValuePool",
     "atom_digits",
     "atom_slots",
@@ -74,6 +77,9 @@ class ModelConfig:
     head_slot_dim: int = 4
     head_dropout: float = 0.0
     head_value_grad: bool = True
+    head_periodic: int = 0
+    head_periodic_dim: int = 16
+    head_periodic_sigma: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -416,6 +422,30 @@ class ValuePool(nn.Module):
             return F.batch_norm(x, n.running_mean, n.running_var, training=train, eps=n.eps)
 
 
+class PeriodicEmbedding(nn.Module):
+    """Each of ``n`` input numbers as ``dim`` features: ``ReLU(W_j [sin 2 pi c_j x, cos 2 pi c_j x])``.
+
+    The periodic embeddings of numerical features (PLR, Gorishniy et al. 2022, "On Embeddings for
+    Numerical Features in Tabular Deep Learning"): ``k`` learned frequencies ``c_j ~ N(0, sigma)``
+    and a linear layer of its own for every number, so the MLP above starts from piecewise,
+    non-monotone functions of each value instead of one weight per value.  Inputs should be
+    standardised (the values head's are).  Computed in float32 whatever the autocast dtype.
+    Output ``(B, n * dim)``.
+    """
+
+    def __init__(self, n: int, k: int, dim: int, sigma: float) -> None:
+        super().__init__()
+        self.freq = nn.Parameter(torch.randn(n, k) * sigma)
+        self.weight = nn.Parameter(torch.randn(n, 2 * k, dim) * (2 * k) ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(n, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            a = 2 * torch.pi * self.freq * x.float()[..., None]
+            e = torch.cat([a.sin(), a.cos()], -1)
+            return F.relu(torch.einsum("bnk,nkd->bnd", e, self.weight) + self.bias).flatten(1)
+
+
 class ByteVAE(nn.Module):
     """Encoder-decoder over byte ids with a VAE bottleneck and an optional value head.
 
@@ -458,14 +488,25 @@ class ByteVAE(nn.Module):
                 self.head_fields = FieldPool(cfg)
             elif cfg.head_input == "values":
                 self.head_fields = ValuePool(cfg)
-            self.head = nn.Sequential(
-                nn.Dropout(cfg.head_dropout),
-                nn.Linear(h_in, cfg.head_hidden),
-                nn.GELU(),
-                nn.Dropout(cfg.head_dropout),
-                nn.Linear(cfg.head_hidden, cfg.head_outputs),
-            )
+            self.head = self._mlp(cfg, h_in)
         self.apply(self._init)
+
+    @staticmethod
+    def _mlp(cfg: ModelConfig, h_in: int) -> nn.Sequential:
+        """The head: [periodic embedding,] dropout, linear, GELU, dropout, linear."""
+        layers: list[nn.Module] = []
+        if cfg.head_periodic:
+            k, dim = cfg.head_periodic, cfg.head_periodic_dim
+            layers.append(PeriodicEmbedding(h_in, k, dim, cfg.head_periodic_sigma))
+            h_in *= dim
+        return nn.Sequential(
+            *layers,
+            nn.Dropout(cfg.head_dropout),
+            nn.Linear(h_in, cfg.head_hidden),
+            nn.GELU(),
+            nn.Dropout(cfg.head_dropout),
+            nn.Linear(cfg.head_hidden, cfg.head_outputs),
+        )
 
     @staticmethod
     def _init(m: nn.Module) -> None:
