@@ -56,7 +56,8 @@ def digits(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def views(ids: np.ndarray, n_fields: int, digit_value: np.ndarray, places: int = 6) -> dict:
-    """``digits`` (atom x place slots) and ``values`` (place value per atom + minus signs)."""
+    """``digits`` (atom x place slots), ``values`` (place value per atom + minus signs) and
+    ``values, signed`` (place value per atom, negated when the atom opens with a minus sign)."""
     import torch
 
     from eoflow.vae.model import _atom_sign, atom_digits, atom_slots
@@ -72,10 +73,11 @@ def views(ids: np.ndarray, n_fields: int, digit_value: np.ndarray, places: int =
     atom, weight = (a.numpy() for a in atom_digits(t, n_fields))
     val = np.zeros((len(ids), n_fields + 1))
     np.add.at(val, (rows, atom), digit_value * weight)
-    which = atom_slots(t, n_fields, 2).numpy() // 2
+    every = atom_slots(t, n_fields, 2) // 2  # every byte's atom
+    which = every.numpy()
     sign = np.zeros((len(ids), n_fields + 1))
     np.add.at(sign, (rows[minus], which[minus]), 1.0)
-    signed = val * _atom_sign(t, atom_slots(t, n_fields, 2) // 2, n_fields).numpy()
+    signed = val * _atom_sign(t, every, n_fields).numpy()
     return {
         "digits": dig[:, :-1],
         "values": np.concatenate([val[:, :-1], sign[:, :-1]], 1),

@@ -1,11 +1,13 @@
 """A plain MLP on the same numbers as the tree models: what a small neural network reaches here.
 
 It reads the 56 numbers directly (no bytes), with the VAE head's choices (log target, Huber
-loss).  With ``periodic=True`` the network is the VAE's values head itself: every number through
-:class:`eoflow.vae.model.PeriodicEmbedding` (16 frequencies, 16 features), dropout 0.1, one
-128-unit GELU layer, dropout 0.1 (``finetune.head_periodic`` in ``fuel_moisture.yaml``).  The number of epochs is chosen by 5-fold cross-validation over whole training sites
+loss).  The number of epochs is chosen by 5-fold cross-validation over whole training sites
 (``GroupKFold`` on the location), then ``SEEDS`` networks are trained on every training row and
 averaged; the test split is used once.
+
+With ``periodic=True`` the network is the VAE's values head of ``fuel_moisture.yaml``: every
+number through :class:`eoflow.vae.model.PeriodicEmbedding` (16 frequencies, 16 features, spread
+0.1), dropout 0.1, one 128-unit GELU layer, dropout 0.1.
 """
 
 from __future__ import annotations
