@@ -268,8 +268,12 @@ def test_fields_head_must_cover_the_texts(tmp_path, presto_store, cut):
         finetune(cfg)
     cfg = _cfg(tmp_path, store, head_input="fields", head_fields=96, steps=2)
     assert finetune(cfg)["steps"] == 2
-    cfg = _cfg(tmp_path, store, head_input="values", head_fields=96, steps=2)
+    cfg = _cfg(tmp_path, store, head_input="values", head_fields=96, steps=2, head_periodic=4)
     assert finetune(cfg)["steps"] == 2
+    from eoflow.vae.checkpoint import load_model
+
+    model, _ = load_model(tmp_path / "run" / "finetune")  # finetune.head_* reach the model
+    assert isinstance(model.head[0], PeriodicEmbedding) and model.head[0].freq.shape == (96, 4)
 
 
 def test_members_are_averaged_by_finetune_and_predict(tmp_path, presto_store, cut):
