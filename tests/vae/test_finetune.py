@@ -272,8 +272,9 @@ def test_fields_head_must_cover_the_texts(tmp_path, presto_store, cut):
     assert finetune(cfg)["steps"] == 2
     from eoflow.vae.checkpoint import load_model
 
-    model, _ = load_model(tmp_path / "run" / "finetune")  # finetune.head_* reach the model
-    assert isinstance(model.head[0], PeriodicEmbedding) and model.head[0].freq.shape == (96, 4)
+    model, _ = load_model(tmp_path / "run" / "finetune")  # finetune.head_* reach the model:
+    # each atom's value and 2 x 4 context numbers (head_slot_dim 4), each through 4 frequencies
+    assert isinstance(model.head[0], PeriodicEmbedding) and model.head[0].freq.shape == (96 * 9, 4)
 
 
 def test_members_are_averaged_by_finetune_and_predict(tmp_path, presto_store, cut):
