@@ -321,12 +321,13 @@ def test_encoder_lr_scale_freezes_or_slows_the_pretrained_body(tmp_path, presto_
     assert any(k.startswith("head") for k in fine_sd)
 
 
+@pytest.mark.parametrize("refits", [None, 3])
 def test_refit_picks_one_step_on_the_pooled_curves_then_trains_on_every_row(
-    tmp_path, presto_store, cut
+    tmp_path, presto_store, cut, refits
 ):
     store = cut(tmp_path / "s.zarr", np.arange(300), chunk=100)
     cfg = _cfg(tmp_path, store, steps=8, members=2, val_fraction=0.2, eval_every=2, refit=True,
-               target_transform="log", loss="huber")  # fmt: skip
+               target_transform="log", loss="huber", refit_members=refits)  # fmt: skip
     pretrain(cfg)
     res = finetune(cfg)
     run = tmp_path / "run" / "finetune"
@@ -339,12 +340,16 @@ def test_refit_picks_one_step_on_the_pooled_curves_then_trains_on_every_row(
     step = min(pooled, key=lambda st: (pooled[st], st))
     assert res["refit"]["step"] == step
     assert res["refit"]["score"] == pytest.approx(pooled[step])
-    assert [m["steps"] for m in res["members"]] == [step, step]
+    n = refits or 2  # two members choose the step; refit_members refits are averaged
+    assert sorted(p.name for p in (run / "select").iterdir()) == ["member-0", "member-1"]
+    assert [m["steps"] for m in res["members"]] == [step] * n
     # the refits hold nothing out: no validation, no best/ directory
-    for d in (run, run / "member-1"):
+    for d in (run, *(run / f"member-{k}" for k in range(1, n))):
         man = json.loads((d / "manifest.json").read_text())
         assert "validation" not in man["results"] and not (d / "best").exists()
-    assert json.loads((run / "model.json").read_text())["members"] == ["member-1"]
+    members = [f"member-{k}" for k in range(1, n)]
+    assert json.loads((run / "model.json").read_text())["members"] == members
+    assert json.loads((run / "manifest.json").read_text())["seeds"]["members"] == list(range(n))
     assert predict(cfg)["rmse"] == pytest.approx(res["test"]["rmse"])
 
 
@@ -352,6 +357,8 @@ def test_refit_needs_held_out_sites(tmp_path, presto_store):
     cfg = _cfg(tmp_path, presto_store, refit=True)
     with pytest.raises(ConfigError, match="val_fraction"):
         finetune(cfg)
+    with pytest.raises(ConfigError, match="refit_members needs refit"):
+        _cfg(tmp_path, presto_store, refit_members=4)
 
 
 def test_values_head_learns_to_read_its_digits(tmp_path, presto_store, cut):

@@ -189,6 +189,13 @@ class FinetuneConfig(_TrainCommon):
         "their pooled validation curves and every member is trained again on all training rows "
         "for that many steps (about twice the cost; the step is far less noisy)",
     )
+    refit_members: int | None = Field(
+        None,
+        ge=1,
+        description="with refit: how many refits to train and average (seeds seed + k), when "
+        "more than the members that choose the step (a refit costs the chosen step's steps, no "
+        "validation); default: members",
+    )
     patience: int | None = Field(
         None, ge=1, description="stop after this many validation passes without improvement"
     )
@@ -197,6 +204,8 @@ class FinetuneConfig(_TrainCommon):
     def _slots(self) -> FinetuneConfig:
         if self.head_input == "fields" and self.head_slot_dim < 1:
             raise ValueError("head_slot_dim must be at least 1 with head_input: fields")
+        if self.refit_members is not None and not self.refit:
+            raise ValueError("refit_members needs refit: true")
         return self
 
 

@@ -606,7 +606,10 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
     Writes ``<out>/finetune/`` (model, checkpoints, metrics, manifest, ``eval.json`` when the store
     has a test split) and returns a summary.  With ``finetune.members`` K > 1, members 1..K-1
     (seeds ``seed + k``) go to ``finetune/member-k/``, the top-level ``model.json`` lists them, and
-    ``predict`` (and the test score here) average all K.
+    ``predict`` (and the test score here) average all K.  With ``finetune.refit``, the K members
+    first train holding out sites (``finetune/select/member-k/``) to choose one step, then
+    ``finetune.refit_members`` (default K) refits train on every row for that step and are the
+    ones averaged.
     """
     started = dt.datetime.now(dt.UTC)
     out = cfg.path(cfg.out) / "finetune"
@@ -628,6 +631,7 @@ def finetune(cfg: VAERunConfig, *, resume: bool = False) -> dict[str, Any]:
         refit = _common_step(sel, classification=_task(cfg.finetune) == "classification")
         refit["selection_steps"] = [r["steps"] for r in chosen]
         refit["selection_test"] = [r.get("test") for r in chosen]  # each alone, for the record
+        k_total = cfg.finetune.refit_members or k_total
     runs = [
         _finetune_member(
             cfg.model_copy(update={"seed": cfg.seed + k}),
