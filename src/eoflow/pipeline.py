@@ -117,6 +117,7 @@ def run_pipeline(
     ctx = RunContext(cfg=cfg, out=out, tiles=tiles, resume=resume, quiet=quiet)
     ctx.load_status()
     order = [s for s in STAGES if s in stages]
+    ctx.retry_failed(order)
     preflight(ctx, order)
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:

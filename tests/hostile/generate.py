@@ -338,6 +338,12 @@ def make_case(name: str, root: Path) -> Path:
     return CASES[name](c)
 
 
+def repair_asset(config: Path) -> None:
+    """Put back the intact asset that ``truncated_asset`` cut (the user replacing a bad file)."""
+    path = _asset(config.parent)
+    shutil.copy(SAMPLE / path.relative_to(config.parent / "data"), path)
+
+
 def truncate_model(model_dir: Path, keep: float = 0.5) -> None:
     """Cut a LightGBM text model in the middle of its trees."""
     path = model_dir / "model.txt"

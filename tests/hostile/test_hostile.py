@@ -17,7 +17,7 @@ import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile.generate import make_case, truncate_model
+from tests.hostile.generate import make_case, repair_asset, truncate_model
 
 
 def eoflow(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -88,6 +88,16 @@ def test_truncated_asset_fails_only_its_tiles(tmp_path):
     for t in ok:
         ds = xr.open_zarr(out / "cube.zarr", group=t, consolidated=False)
         assert float(ds["NDVI"].isel(time=1).max()) > 0  # the real values, not fill
+    # the user replaces the file, as the error says, and --resume retries only those tiles
+    repair_asset(config)
+    proc = eoflow("ingest", config, "--out", out, "--resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"retrying {len(failed)} tile(s)" in proc.stderr
+    status = json.loads((out / "tiles.json").read_text())
+    assert all(s["state"] == "ok" for s in status.values()), status
+    for t in failed:
+        ds = xr.open_zarr(out / "cube.zarr", group=t, consolidated=False)
+        assert float(ds["NDVI"].isel(time=1).max()) > 0
 
 
 def test_all_cloudy_period_is_one_clear_error(tmp_path):
@@ -271,8 +281,10 @@ def test_disk_too_small_is_refused_with_numbers(tmp_path, tiny_disk):
     assert not (tiny_disk / "out").exists()
 
 
-def test_disk_full_mid_run_then_resume(tmp_path, tiny_disk):
+@pytest.mark.parametrize("size", ["512k", "1m"])  # the disk fills at different points
+def test_disk_full_mid_run_then_resume(size, tmp_path, tiny_disk):
     config = make_case("single_date", tmp_path)
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(tiny_disk)], check=True)
     out = tiny_disk / "out"
     proc = eoflow("run", config, "--out", out, "--until", "features", "--quiet")
     assert_user_error(proc, "disk full", "--resume")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
@@ -61,7 +62,13 @@ class RunContext:
         return [t for t in self.tiles if self.status.get(t.tile_id, {}).get("state") != "failed"]
 
     def mark_failed(self, tile: Tile, stage: str, exc: BaseException) -> None:
-        """Record a tile's failure; the run goes on with the others."""
+        """Record a tile's failure; the run goes on with the others.
+
+        A full disk is not the tile's fault and would fail every tile after it: it stops the run
+        (one line, ``--resume`` later) instead of being recorded against the tile.
+        """
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise exc
         msg = exc.one_line() if isinstance(exc, EoflowError) else self.describe(exc)
         self.status[tile.tile_id] = {
             "state": "failed",
@@ -127,6 +134,26 @@ class RunContext:
         manifest = self.out / "manifest.json"
         if manifest.exists() and not self.source_info:
             self.source_info = json.loads(manifest.read_text()).get("inputs", {}).get("source", {})
+
+    def retry_failed(self, stages: list[str] | tuple[str, ...]) -> list[str]:
+        """Forget earlier invocations' failures in ``stages`` so those tiles are tried again.
+
+        A tile that failed in a stage this invocation runs (a truncated asset since replaced, a
+        disk that has since been freed) is retried; one that failed upstream of every stage run
+        now stays failed, so a later stage never reads what was never written.
+
+        Returns
+        -------
+        list of str
+            The tile ids that will be retried.
+        """
+        again = [tid for tid, st in self.status.items()
+                 if st.get("state") == "failed" and st.get("stage") in stages]  # fmt: skip
+        for tid in again:
+            del self.status[tid]
+        if again:
+            self.log(f"retrying {len(again)} tile(s) that failed before")
+        return again
 
     def save_status(self) -> None:
         """Write ``tiles.json`` (per-tile status) into the run directory."""
