@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from eoflow.errors import ConfigError, DataError
+from eoflow.vae.checkpoint import load_model
 from eoflow.vae.config import load_vae_config
 from eoflow.vae.data import SamplesStore, SeriesStream, TextSpec
 from eoflow.vae.model import (
@@ -24,7 +25,7 @@ from eoflow.vae.model import (
 )
 from eoflow.vae.serialize import PixelSeries, to_sexpr
 from eoflow.vae.tokenizer import encode
-from eoflow.vae.train import finetune, predict, pretrain
+from eoflow.vae.train import finetune, predict, pretrain, text_spec
 
 TEXT = TextSpec(features=["red", "nir", "ndvi"], precision=3, loc_precision=2, max_len=256)
 
@@ -370,3 +371,29 @@ def test_values_head_learns_to_read_its_digits(tmp_path, presto_store, cut):
     lines = (tmp_path / "run" / "finetune" / "metrics.jsonl").read_text().splitlines()
     ce = [r["digit_ce"] for r in map(json.loads, lines) if "digit_ce" in r]
     assert len(ce) == 30 and ce[0] > 1.5 and np.mean(ce[-5:]) < 0.5 * ce[0]
+
+
+def test_fixed_value_norm_standardises_by_the_exact_numbers_of_the_training_texts(
+    tmp_path, presto_store, cut
+):
+    text = "(a -0104 (t 2001-04-15) 7.25)"
+    cfg = model_config("tiny", head_outputs=1, head_input="values", head_fields=8, head_slot_dim=0)
+    x = ValuePool(cfg).exact(torch.tensor(np.array([encode(text)])))
+    assert x[0].tolist() == pytest.approx([0, 0, -0.0104, 0, 0, 0.20010415, 0, 0.725], rel=1e-6)
+
+    store = cut(tmp_path / "s.zarr", np.arange(200), chunk=100)
+    cfg = _cfg(tmp_path, store, steps=6, head_input="values", head_fields=96, head_slot_dim=0,
+               head_norm="fixed", checkpoint_every=6)  # fmt: skip
+    pretrain(cfg)
+    finetune(cfg)
+    model, _ = load_model(tmp_path / "run" / "finetune")
+    pool = model.head_fields
+    assert pool.fixed
+    ds = SeriesStream(str(store), mode="value", text=text_spec(cfg), split_array="is_test",
+                      split="train", target="lfmc")  # fmt: skip
+    rows = torch.cat([pool.exact(torch.as_tensor(ex["input_ids"])[None]) for ex in ds])
+    # computed once from the texts, not moved by the training batches
+    assert pool.norm.running_mean.tolist() == pytest.approx(rows.mean(0).tolist(), abs=1e-6)
+    assert pool.norm.running_var.tolist() == pytest.approx(rows.var(0).tolist(), abs=1e-6)
+    with pytest.raises(ConfigError, match="head_norm: fixed"):
+        _cfg(tmp_path, store, head_input="values", head_slot_dim=1, head_norm="fixed")

@@ -150,6 +150,12 @@ class FinetuneConfig(_TrainCommon):
         description="head_input: values: let the target's gradient reach the digit reading "
         "(false: only digit_loss trains it, so the values stay the text's numbers)",
     )
+    head_norm: Literal["batch", "fixed"] = Field(
+        "batch",
+        description="head_input: values: standardise the values by batch statistics (running "
+        "ones at evaluation), or by fixed ones: the exact numbers of every training text, "
+        "computed once before fine-tuning (needs head_slot_dim: 0)",
+    )
     encoder_lr_scale: float = Field(
         1.0,
         ge=0,
@@ -204,6 +210,8 @@ class FinetuneConfig(_TrainCommon):
     def _slots(self) -> FinetuneConfig:
         if self.head_input == "fields" and self.head_slot_dim < 1:
             raise ValueError("head_slot_dim must be at least 1 with head_input: fields")
+        if self.head_norm == "fixed" and (self.head_input != "values" or self.head_slot_dim):
+            raise ValueError("head_norm: fixed needs head_input: values and head_slot_dim: 0")
         if self.refit_members is not None and not self.refit:
             raise ValueError("refit_members needs refit: true")
         return self

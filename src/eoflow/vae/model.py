@@ -77,6 +77,7 @@ class ModelConfig:
     head_slot_dim: int = 4
     head_dropout: float = 0.0
     head_value_grad: bool = True
+    head_norm: str = "batch"
     head_periodic: int = 0
     head_periodic_dim: int = 16
     head_periodic_sigma: float = 0.1
@@ -374,14 +375,17 @@ class ValuePool(nn.Module):
     gradient stops at the values (only the digit cross-entropy trains their reading), so they stay
     the text's numbers rather than becoming a channel the fine-tune bends to fit its rows.
     Output ``(B, head_fields * (1 + 2 * head_slot_dim))``, standardised by batch statistics
-    (running ones at evaluation, or for a batch of one row).  Computed in float32 whatever the
-    autocast dtype: bf16 keeps 3 significant digits.
+    (running ones at evaluation, or for a batch of one row), or with ``head_norm: fixed`` always
+    by the running ones, set from the :meth:`exact` numbers of the training texts before
+    fine-tuning.  Computed in float32 whatever the autocast dtype: bf16 keeps 3 significant
+    digits.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.f, self.k = cfg.head_fields, cfg.head_slot_dim
         self.value_grad = cfg.head_value_grad
+        self.fixed = cfg.head_norm == "fixed"
         self.digit = nn.Linear(cfg.d_model, 10)
         # k = 0: the values alone, no context numbers
         self.val = nn.Linear(cfg.d_model, self.k) if self.k else None
@@ -395,9 +399,7 @@ class ValuePool(nn.Module):
         b, f, k = h.shape[0], self.f, self.k
         with torch.autocast(h.device.type, enabled=False):
             h = h.float()
-            digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
-            every = atom_slots(ids, f, 2) // 2  # every byte's atom (f: none)
-            atom, weight = _digit_atoms(digit, every, f)
+            digit, every, atom, weight = self._atoms(ids)
             logits = self.digit(h)
             target = (ids - _DIGIT_LO).clamp(0, 9).long()
             ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
@@ -418,8 +420,25 @@ class ValuePool(nn.Module):
                 other.scatter_add_(1, rest[..., None].expand(-1, -1, k), self.other(h))
                 x = torch.cat([x, other[:, :-1].flatten(1)], dim=1)
             n = self.norm  # batch statistics need two rows; one row uses the running ones
-            train = self.training and b > 1
+            train = self.training and b > 1 and not self.fixed
             return F.batch_norm(x, n.running_mean, n.running_var, training=train, eps=n.eps)
+
+    def _atoms(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The digit bytes, every byte's atom (``head_fields``: none), each digit's atom and
+        place weight."""
+        digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
+        every = atom_slots(ids, self.f, 2) // 2
+        return (digit, every, *_digit_atoms(digit, every, self.f))
+
+    def exact(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(B, head_fields)``: the signed numbers of the text as an exact digit reading gives
+        them (before standardisation; the values alone, as with ``head_slot_dim: 0``)."""
+        f = self.f
+        digit, every, atom, weight = self._atoms(ids)
+        read = (ids - _DIGIT_LO).clamp(0, 9).float() * digit
+        vals = torch.zeros(ids.shape[0], f + 1, device=ids.device)
+        vals.scatter_add_(1, atom, weight * read)
+        return (vals * _atom_sign(ids, every, f))[:, :-1]
 
 
 class PeriodicEmbedding(nn.Module):

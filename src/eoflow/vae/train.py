@@ -764,6 +764,8 @@ def _finetune_member(
         },
         strict=False,
     )
+    if fc.head_norm == "fixed":
+        _fix_value_stats(model, ds)
     meta = {**pre_meta, "kind": "finetune", "head": head, "init": str(init)}
     step_fn = value_step_fn(
         task, head.get("mean", 0.0), head.get("std", 1.0), fc.beta,
@@ -809,6 +811,22 @@ def _finetune_member(
         results=results, started=started,
     )  # fmt: skip
     return results
+
+
+def _fix_value_stats(model: ByteVAE, ds: SeriesStream) -> None:
+    """Set the values head's standardisation to the mean and variance of the exact numbers of
+    every text in ``ds`` (``head_norm: fixed``)."""
+    pool = model.head_fields
+    total = torch.zeros(2, pool.f, dtype=torch.float64)
+    n = 0
+    for batch in DataLoader(ds, batch_size=256, collate_fn=collate):
+        x = pool.exact(batch["input_ids"]).double()
+        total += torch.stack([x.sum(0), (x * x).sum(0)])
+        n += len(x)
+    mean = total[0] / max(n, 1)
+    var = (total[1] / max(n, 1) - mean**2).clamp(min=0) * n / max(n - 1, 1)
+    pool.norm.running_mean.copy_(mean.float())
+    pool.norm.running_var.copy_(var.float())
 
 
 def predict(cfg: VAERunConfig) -> dict[str, Any]:
