@@ -334,8 +334,15 @@ def atom_digits(ids: torch.Tensor, n_fields: int) -> tuple[torch.Tensor, torch.T
     whatever else lies between its digits) weighs ``10 ** -(k + 1)``, so an atom's digits read as
     the decimal fraction ``0.d0d1d2...`` (``-0104`` -> 0.0104, ``2001-04-15`` -> 0.20010415).
     """
+    return _digit_layout(ids, n_fields)[2:]
+
+
+def _digit_layout(ids: torch.Tensor, n_fields: int) -> tuple[torch.Tensor, ...]:
+    """The digit bytes, every byte's atom (``n_fields``: none), each digit's atom and place
+    weight (:func:`atom_digits`)."""
     digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
-    return _digit_atoms(digit, atom_slots(ids, n_fields, 2) // 2, n_fields)
+    every = atom_slots(ids, n_fields, 2) // 2
+    return (digit, every, *_digit_atoms(digit, every, n_fields))
 
 
 def _digit_atoms(
@@ -399,7 +406,7 @@ class ValuePool(nn.Module):
         b, f, k = h.shape[0], self.f, self.k
         with torch.autocast(h.device.type, enabled=False):
             h = h.float()
-            digit, every, atom, weight = self._atoms(ids)
+            digit, every, atom, weight = _digit_layout(ids, f)
             logits = self.digit(h)
             target = (ids - _DIGIT_LO).clamp(0, 9).long()
             ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
@@ -423,18 +430,11 @@ class ValuePool(nn.Module):
             train = self.training and b > 1 and not self.fixed
             return F.batch_norm(x, n.running_mean, n.running_var, training=train, eps=n.eps)
 
-    def _atoms(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The digit bytes, every byte's atom (``head_fields``: none), each digit's atom and
-        place weight."""
-        digit = (ids >= _DIGIT_LO) & (ids <= _DIGIT_HI)
-        every = atom_slots(ids, self.f, 2) // 2
-        return (digit, every, *_digit_atoms(digit, every, self.f))
-
     def exact(self, ids: torch.Tensor) -> torch.Tensor:
         """``(B, head_fields)``: the signed numbers of the text as an exact digit reading gives
         them (before standardisation; the values alone, as with ``head_slot_dim: 0``)."""
         f = self.f
-        digit, every, atom, weight = self._atoms(ids)
+        digit, every, atom, weight = _digit_layout(ids, f)
         read = (ids - _DIGIT_LO).clamp(0, 9).float() * digit
         vals = torch.zeros(ids.shape[0], f + 1, device=ids.device)
         vals.scatter_add_(1, atom, weight * read)
